@@ -1,0 +1,36 @@
+# make run: serve on 127.0.0.1:8080 (SQLite ./tokenmeter.db, upstream https://api.openai.com/v1)
+# make test: the whole test suite (PostgreSQL tests run when TOKENMETER_TEST_POSTGRES_URL is set)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint install dev clean
+
+run: $(VENV)/.installed
+	$(BIN)/tokenmeter-proxy migrate
+	$(BIN)/tokenmeter-proxy serve
+
+test: $(VENV)/.dev
+	$(BIN)/pytest
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check src tests migrations
+	$(BIN)/mypy
+
+install: $(VENV)/.installed
+dev: $(VENV)/.dev
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml $(VENV)/bin/python
+	$(BIN)/pip install --quiet -e '.[postgres]'
+	touch $@
+
+$(VENV)/.dev: pyproject.toml $(VENV)/bin/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

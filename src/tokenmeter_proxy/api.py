@@ -1,0 +1,143 @@
+"""The admin API under `/api`: JSON usage reports behind the admin bearer token."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import reports
+from .asgi import ASGIApp, Receive, Scope, Send, send_json
+from .errors import BadRequest, openai_error
+from .pricing import PriceTable, money_text
+from .storage.repository import Filters, Repository
+from .types import Clock
+
+
+class JSONResponse(Response):
+    """JSON with exact decimals (written as numbers, never through a float) and UTC times."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, default=_encode, option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC)
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return orjson.Fragment(money_text(value).encode())
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class AdminAPI:
+    """The admin endpoints, bound to the repository, the prices in force and a clock."""
+
+    repository: Repository
+    prices: Callable[[], PriceTable]
+    clock: Clock
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/usage/stats", self.stats),
+            Route("/usage/sessions", self.sessions),
+            Route("/usage/sessions/{session_id:path}", self.session),
+            Route("/usage/records", self.records),
+        ]
+
+    async def stats(self, request: Request) -> Response:
+        query = request.query_params
+        report = await run_in_threadpool(
+            reports.usage_stats, self.repository, self.prices(), period=query.get("period") or "7d",
+            now=self.clock(), currency=query.get("currency") or None, session_id=query.get("session_id") or None,
+            user_id=query.get("user_id") or None, model=query.get("model") or None,
+        )
+        return JSONResponse(report)
+
+    async def sessions(self, request: Request) -> Response:
+        limit = _int_param(request, "limit", default=50, maximum=1000)
+        offset = _int_param(request, "offset", default=0, minimum=0)
+        return JSONResponse(await run_in_threadpool(reports.sessions_page, self.repository, limit=limit, offset=offset))
+
+    async def session(self, request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+        limit = _int_param(request, "limit", default=1000, maximum=10_000)
+        detail = await run_in_threadpool(reports.session_detail, self.repository, session_id, limit=limit)
+        if detail is None:
+            raise BadRequest(f"no records for session {session_id!r}", param="session_id", status=404)
+        return JSONResponse(detail)
+
+    async def records(self, request: Request) -> Response:
+        query = request.query_params
+        filters = Filters(
+            since=_time_param(request, "since"), until=_time_param(request, "until"),
+            session_id=query.get("session_id") or None, user_id=query.get("user_id") or None,
+            model=query.get("model") or None,
+        )
+        if filters.since and filters.until and filters.since > filters.until:
+            raise BadRequest("since must not be after until", param="since")
+        limit = _int_param(request, "limit", default=100, maximum=1000)
+        page = await run_in_threadpool(
+            reports.records_page, self.repository, filters, limit=limit, cursor=query.get("cursor") or None
+        )
+        return JSONResponse(page)
+
+
+class RequireAdminToken:
+    """Lets a request through only with `Authorization: Bearer <admin token>` (constant-time check)."""
+
+    def __init__(self, app: ASGIApp, *, token: str | None) -> None:
+        self.app = app
+        self.expected = b"Bearer " + token.encode() if token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self._authorized(scope["headers"]):
+            message = ("the admin API is disabled: set TOKENMETER_ADMIN_TOKEN to enable it" if self.expected is None
+                       else "missing or wrong admin token: send Authorization: Bearer <TOKENMETER_ADMIN_TOKEN>")
+            await send_json(send, 401, openai_error(message, type="invalid_request_error", code="invalid_admin_token"),
+                            headers=[(b"www-authenticate", b"Bearer")])
+            return
+        await self.app(scope, receive, send)
+
+    def _authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        if self.expected is None:
+            return False
+        presented = next((value for name, value in headers if name == b"authorization"), b"")
+        return hmac.compare_digest(presented, self.expected)
+
+
+def _int_param(request: Request, name: str, *, default: int, minimum: int = 1, maximum: int | None = None) -> int:
+    text = request.query_params.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadRequest(f"{name} must be a whole number, got {text!r}", param=name) from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise BadRequest(f"{name} must be {bounds}, got {value}", param=name)
+    return value
+
+
+def _time_param(request: Request, name: str) -> dt.datetime | None:
+    text = request.query_params.get(name)
+    if not text:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(
+            f"{name} must be an ISO 8601 date or time, such as 2026-11-25 or 2026-11-25T14:00:00Z; got {text!r}",
+            param=name,
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)

@@ -1,0 +1,139 @@
+"""`create_app(settings)`: the one place where the parts are wired together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import httpx
+from sqlalchemy import Engine
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Router
+
+from . import tokens
+from .api import AdminAPI, JSONResponse, RequireAdminToken
+from .asgi import Receive, Scope, Send
+from .config import Settings
+from .errors import BadRequest, ConfigError, openai_error
+from .metering import Meter
+from .metrics import Metrics
+from .middleware import TokenMeterMiddleware
+from .ops import Operations
+from .pricebook import PriceBook
+from .proxy import ForwardingApp
+from .storage.engine import engine_from_url
+from .storage.migrate import current_revision, head_revision
+from .storage.repository import Repository
+from .storage.writer import RecordWriter
+from .types import Clock, utc_now
+from .upstream import create_client
+
+log = logging.getLogger(__name__)
+
+PROXY_PREFIX = "/v1"
+
+
+class TokenMeterApp:
+    """The ASGI app: `/v1/*` goes straight to the metered forwarder (no routing layers on the
+    hot path); everything else to the Starlette app (admin API, health, metrics, lifespan)."""
+
+    def __init__(self, proxy: TokenMeterMiddleware, admin: Starlette, *, writer: RecordWriter,
+                 prices: PriceBook, client: httpx.AsyncClient) -> None:
+        self.proxy = proxy
+        self.admin = admin
+        self.writer = writer
+        self.prices = prices
+        self.client = client
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (scope["path"] == PROXY_PREFIX or scope["path"].startswith("/v1/")):
+            await self.proxy(scope, receive, send)
+        else:
+            await self.admin(scope, receive, send)
+
+
+def create_app(
+    settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None, clock: Clock = utc_now,
+    check_schema: bool = True,
+) -> TokenMeterApp:
+    """The proxy for `settings`. `transport` replaces the upstream transport (tests fake the
+    upstream with it); `clock` replaces the real one. Raises `ConfigError` or `PricingError`
+    before anything starts when the configuration cannot work."""
+    tokens.prime_offline_cache(settings.tiktoken_cache_dir)
+    prices = PriceBook.open(settings.pricing_path)
+    engine = engine_from_url(settings.database_url)
+    if check_schema:
+        _require_current_schema(engine, settings.database_url)
+    repository = Repository(engine)
+    writer = RecordWriter(repository)
+    metrics = Metrics()
+    client = create_client(settings, transport)
+    meter = Meter(prices=lambda: prices.current, sink=writer, metrics=metrics, clock=clock)
+    forwarder = ForwardingApp(
+        client, settings.upstream, api_key=settings.upstream_api_key, prefix=PROXY_PREFIX,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    proxy = TokenMeterMiddleware(
+        forwarder, meter=meter, session_header=settings.session_header, user_header=settings.user_header,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    admin_api = AdminAPI(repository=repository, prices=lambda: prices.current, clock=clock)
+    operations = Operations(repository=repository, writer=writer, metrics=metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await asyncio.to_thread(tokens.warm_up)
+        tasks = [asyncio.create_task(writer.run()), asyncio.create_task(prices.watch())]
+        try:
+            yield
+        finally:
+            try:
+                await asyncio.wait_for(writer.drain(), timeout=settings.shutdown_grace_seconds)
+            except TimeoutError:
+                log.error("shutting down with %d usage records not stored", writer.pending)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await client.aclose()
+            engine.dispose()
+            log.info("stopped; %d usage records written", writer.written)
+
+    admin = Starlette(
+        routes=[
+            *operations.routes(),
+            Mount("/api", app=RequireAdminToken(Router(admin_api.routes()), token=settings.admin_token)),
+        ],
+        exception_handlers={BadRequest: _bad_request, HTTPException: _http_error},  # type: ignore[dict-item]
+        lifespan=lifespan,
+    )
+    return TokenMeterApp(proxy, admin, writer=writer, prices=prices, client=client)
+
+
+def app_from_environment() -> TokenMeterApp:
+    """Factory for `uvicorn --factory` and worker processes: settings from `TOKENMETER_*`."""
+    return create_app(Settings.load())
+
+
+def _require_current_schema(engine: Engine, url: str) -> None:
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        raise ConfigError(
+            f"the database {url} is at schema revision {current or 'none'}, this version needs {head}: "
+            f"run `tokenmeter-proxy migrate --database-url {url}` first"
+        )
+
+
+async def _bad_request(request: Request, exc: BadRequest) -> Response:
+    kind = "not_found" if exc.status == 404 else "invalid_parameter"
+    return JSONResponse(openai_error(exc.message, type="invalid_request_error", code=kind, param=exc.param),
+                        status_code=exc.status)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    return JSONResponse(openai_error(str(exc.detail), type="invalid_request_error", code=None),
+                        status_code=exc.status_code)

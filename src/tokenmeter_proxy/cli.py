@@ -1,0 +1,153 @@
+"""`tokenmeter-proxy`: serve | migrate | stats | pricing check."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from decimal import Decimal
+from pathlib import Path
+
+import uvicorn
+
+from . import __version__, reports
+from .app import create_app
+from .config import DEFAULT_DATABASE_URL, Settings
+from .errors import ConfigError, PricingError
+from .pricing import load_pricing, money_text
+from .storage.engine import engine_from_url
+from .storage.migrate import upgrade
+from .storage.repository import Filters, Repository
+from .types import utc_now
+
+log = logging.getLogger("tokenmeter_proxy")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        status: int = args.run(args)
+    except (ConfigError, PricingError) as exc:
+        print(f"tokenmeter-proxy: {exc}", file=sys.stderr)
+        return 2
+    return status
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tokenmeter-proxy", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the proxy (flags default to TOKENMETER_* variables)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--upstream", help="upstream base URL with its version prefix (https://api.openai.com/v1)")
+    serve.add_argument("--database-url", help=f"sqlite:///path.db or postgresql+psycopg://... ({DEFAULT_DATABASE_URL})")
+    serve.add_argument("--pricing", type=Path, help="pricing YAML file (config/pricing.yaml)")
+    serve.add_argument("--admin-token", help="bearer token of the admin API")
+    serve.add_argument("--workers", type=int, help="worker processes (1)")
+    serve.set_defaults(run=_serve)
+
+    migrate = commands.add_parser("migrate", help="bring the database schema to the newest migration")
+    migrate.add_argument("--database-url")
+    migrate.set_defaults(run=_migrate)
+
+    stats = commands.add_parser("stats", help="print usage totals as a table")
+    stats.add_argument("--period", default="7d", choices=list(reports.PERIODS))
+    stats.add_argument("--by", default="model", choices=list(reports.GROUPINGS))
+    stats.add_argument("--database-url")
+    stats.set_defaults(run=_stats)
+
+    pricing = commands.add_parser("pricing", help="work with pricing files")
+    pricing_commands = pricing.add_subparsers(required=True, metavar="COMMAND")
+    check = pricing_commands.add_parser("check", help="validate a pricing file; exit 1 with line-precise errors")
+    check.add_argument("file", type=Path)
+    check.set_defaults(run=_pricing_check)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = Settings.load({
+        "host": args.host, "port": args.port, "upstream": args.upstream, "database_url": args.database_url,
+        "pricing": args.pricing, "admin_token": args.admin_token, "workers": args.workers,
+    })
+    app = create_app(settings)  # fails here, with a clear message, if anything is misconfigured
+    options = {
+        "host": settings.host, "port": settings.port, "access_log": False, "server_header": False,
+        "date_header": False, "timeout_graceful_shutdown": int(settings.shutdown_grace_seconds),
+        "log_config": None,
+    }
+    log.info("serving on http://%s:%d, forwarding to %s", settings.host, settings.port, settings.upstream)
+    if settings.workers == 1:
+        uvicorn.run(app, **options)  # type: ignore[arg-type]
+    else:
+        os.environ.update(settings.to_environ())  # workers rebuild the same settings from these
+        uvicorn.run("tokenmeter_proxy.app:app_from_environment", factory=True, workers=settings.workers,
+                    **options)  # type: ignore[arg-type]
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    settings = Settings.load({"database_url": args.database_url})
+    engine = engine_from_url(settings.database_url)
+    try:
+        before, after = upgrade(engine)
+    finally:
+        engine.dispose()
+    print(f"database schema at revision {after}" + ("" if before == after else f" (was {before or 'empty'})"))
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    settings = Settings.load({"database_url": args.database_url})
+    engine = engine_from_url(settings.database_url)
+    try:
+        repository = Repository(engine)
+        table = load_pricing(settings.pricing_path)
+        now = utc_now()
+        filters = Filters(since=now - reports.parse_period(args.period))
+        groups = repository.grouped(args.by, filters)
+        totals = repository.totals(filters)
+    finally:
+        engine.dispose()
+    header = [args.by, "requests", "input", "cached", "output", "total", f"cost ({table.currency})"]
+    rows = [[group.key or "-", *_figures(group.totals)] for group in groups]
+    rows.append(["TOTAL", *_figures(totals)])
+    print(f"Usage over the last {args.period}, by {args.by}")
+    print(_table(header, rows))
+    if totals.unpriced_requests:
+        print(f"{totals.unpriced_requests} request(s) used models without a price: add them to the pricing file.")
+    return 0
+
+
+def _figures(totals: reports.Totals) -> list[str]:
+    return [f"{totals.requests:,}", f"{totals.input_tokens:,}", f"{totals.cached_input_tokens:,}",
+            f"{totals.output_tokens:,}", f"{totals.total_tokens:,}", money_text(totals.cost.quantize(Decimal("1e-6")))]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate([header, *rows]):
+        cells = [cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells))
+        if n == 0 or n == len(rows) - 1:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def _pricing_check(args: argparse.Namespace) -> int:
+    try:
+        table = load_pricing(args.file)
+    except PricingError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    print(f"{args.file}: OK, {len(table.models)} models priced in {table.currency} "
+          f"per {table.unit_tokens:,} tokens (version {table.version})")
+    return 0

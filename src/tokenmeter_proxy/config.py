@@ -1,0 +1,131 @@
+"""Settings: built once from flags and `TOKENMETER_*` variables, validated, then frozen.
+
+This is the only module that reads the environment. Every flag of `tokenmeter-proxy serve`
+has a variable of the same name with the `TOKENMETER_` prefix; a flag wins over its variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+DEFAULT_UPSTREAM = "https://api.openai.com/v1"
+DEFAULT_DATABASE_URL = "sqlite:///./tokenmeter.db"
+DEFAULT_PRICING = Path("config/pricing.yaml")
+PACKAGED_PRICING = Path(__file__).with_name("default_pricing.yaml")
+ENV_PREFIX = "TOKENMETER_"
+# Read from tiktoken's own variables, which tiktoken itself reads too, so both agree.
+_NOT_FROM_PREFIX = frozenset({"tiktoken_cache_dir"})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the proxy needs to know about its deployment."""
+
+    upstream: str = DEFAULT_UPSTREAM
+    database_url: str = DEFAULT_DATABASE_URL
+    pricing: Path = DEFAULT_PRICING
+    admin_token: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    session_header: str = "X-Session-Id"
+    user_header: str = "X-User-Id"
+    upstream_api_key: str | None = None
+    max_body_bytes: int = 52_428_800
+    shutdown_grace_seconds: float = 30.0
+    upstream_connect_timeout: float = 10.0
+    upstream_read_timeout: float = 600.0
+    upstream_write_timeout: float = 60.0
+    upstream_max_connections: int = 1000
+    tiktoken_cache_dir: Path = Path(tempfile.gettempdir()) / "data-gym-cache"
+
+    @classmethod
+    def load(
+        cls, overrides: Mapping[str, object | None] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Settings from `environ` (default: the process environment), then `overrides` (flags).
+
+        Keys are field names; `None` overrides are ignored, so unset flags fall through.
+        Raises `ConfigError` naming the variable and what to do.
+        """
+        environ = os.environ if environ is None else environ
+        raw: dict[str, object] = {}
+        for field in dataclasses.fields(cls):
+            if field.name in _NOT_FROM_PREFIX:
+                continue
+            variable = ENV_PREFIX + field.name.upper()
+            if environ.get(variable, "") != "":
+                raw[field.name] = environ[variable]
+        for name, value in (overrides or {}).items():
+            if value is not None:
+                raw[name] = value
+        if "tiktoken_cache_dir" not in raw:
+            # tiktoken's own lookup order, so the files we prime are where it will look
+            for variable in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
+                if environ.get(variable):
+                    raw["tiktoken_cache_dir"] = environ[variable]
+                    break
+        values = {name: _convert(cls, name, value) for name, value in raw.items()}
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings._validate()
+        return settings
+
+    def _validate(self) -> None:
+        upstream = urlsplit(self.upstream)
+        if upstream.scheme not in ("http", "https") or not upstream.netloc:
+            raise ConfigError(
+                f"TOKENMETER_UPSTREAM must be an http(s) URL with its version prefix, "
+                f"such as {DEFAULT_UPSTREAM}; got {self.upstream!r}"
+            )
+        if not self.database_url.startswith(("sqlite:///", "postgresql")):
+            raise ConfigError(
+                "TOKENMETER_DATABASE_URL must look like sqlite:///path.db or "
+                f"postgresql+psycopg://user@host:port/db; got {self.database_url!r}"
+            )
+        for name in ("port", "workers", "max_body_bytes", "upstream_max_connections"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be at least 1")
+        for name in ("session_header", "user_header"):
+            if not getattr(self, name).strip():
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()} must name an HTTP header")
+
+    @property
+    def pricing_path(self) -> Path:
+        """The pricing file in force: the configured one, else the copy shipped in the package."""
+        if self.pricing == DEFAULT_PRICING and not self.pricing.exists() and PACKAGED_PRICING.exists():
+            return PACKAGED_PRICING
+        return self.pricing
+
+    def to_environ(self) -> dict[str, str]:
+        """These settings as `TOKENMETER_*` variables, for worker processes that rebuild them."""
+        environ = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is not None and field.name not in _NOT_FROM_PREFIX:
+                environ[ENV_PREFIX + field.name.upper()] = str(value)
+        return environ
+
+
+def _convert(cls: type[Settings], name: str, value: object) -> object:
+    field_types = {field.name: field.type for field in dataclasses.fields(cls)}
+    if name not in field_types:
+        raise ConfigError(f"unknown setting {name!r}")
+    kind = field_types[name]
+    try:
+        if kind == "int":
+            return int(str(value))
+        if kind == "float":
+            return float(str(value))
+        if kind == "Path":
+            return Path(str(value))
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be a {kind}, got {value!r}") from None
+    return str(value)

@@ -1,0 +1,44 @@
+"""Our exceptions, and the OpenAI-shaped error bodies clients understand.
+
+    TokenMeterError
+    ├── ConfigError        a setting is missing or malformed (fail fast at startup)
+    ├── PricingError       the pricing file is unusable; carries line-precise messages
+    └── BadRequest         an admin API parameter is invalid (becomes a 4xx JSON error)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TokenMeterError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(TokenMeterError):
+    """A setting is missing or malformed; the message names it and says what to do."""
+
+
+class PricingError(TokenMeterError):
+    """A pricing file was refused. `problems` lists each one as `file:line: message`."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class BadRequest(TokenMeterError):
+    """An admin API parameter is invalid; `param` names it."""
+
+    def __init__(self, message: str, *, param: str | None = None, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.status = status
+
+
+def openai_error(
+    message: str, *, type: str, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
+    """The error body OpenAI's API returns, which every OpenAI client knows how to raise."""
+    return {"error": {"message": message, "type": type, "code": code, "param": param}}

@@ -1,0 +1,90 @@
+"""Count, price, record: the one place where a finished exchange becomes a `UsageRecord`."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import tokens
+from .metrics import Metrics
+from .pricing import PriceTable
+from .request_body import RequestFacts
+from .types import Clock, Usage, UsageRecord, UsageSink, UsageSource, utc_now
+from .usage import ResponseReading
+
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the response ended
+
+
+def new_request_id() -> str:
+    """A 24-hex-digit id that sorts by creation time (milliseconds, then 48 random bits)."""
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(6).hex()}"
+
+
+@dataclass
+class Exchange:
+    """One metered request, from its arrival to its record."""
+
+    id: str
+    facts: RequestFacts
+    raw_body: bytes
+    session_id: str | None
+    user_id: str | None
+    api_key_id: str | None
+    started: float = field(default_factory=time.perf_counter)
+
+
+class Meter:
+    """Turns finished exchanges into priced records and hands them to the sink."""
+
+    def __init__(
+        self, *, prices: Callable[[], PriceTable], sink: UsageSink, metrics: Metrics | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.prices = prices
+        self.sink = sink
+        self.metrics = metrics
+        self.clock = clock
+
+    def finish(self, exchange: Exchange, reading: ResponseReading, *, status: int | None, streamed: bool) -> UsageRecord:
+        """Record the exchange: the upstream's usage when it reported one; none for a request the
+        upstream refused (it bills nothing); otherwise a tiktoken estimate of what was sent and
+        what came back. Returns the record, already submitted."""
+        model = reading.model or exchange.facts.model
+        usage, source = self._usage(exchange, reading, status=status, model=model)
+        table = self.prices()
+        record = UsageRecord(
+            id=exchange.id,
+            created_at=self.clock(),
+            session_id=exchange.session_id,
+            user_id=exchange.user_id,
+            api_key_id=exchange.api_key_id,
+            endpoint=exchange.facts.endpoint,
+            model=model,
+            usage=usage,
+            cost=table.cost(model, usage),
+            currency=table.currency,
+            price_version=table.version,
+            usage_source=source,
+            status_code=status,
+            streamed=streamed,
+            latency_ms=round((time.perf_counter() - exchange.started) * 1000),
+        )
+        self.sink.submit(record)
+        if self.metrics is not None:
+            self.metrics.observe(record, model_key=table.resolve(model) if model else None)
+        return record
+
+    def _usage(
+        self, exchange: Exchange, reading: ResponseReading, *, status: int | None, model: str | None
+    ) -> tuple[Usage, UsageSource]:
+        if reading.usage is not None:
+            return reading.usage, "upstream"
+        if status is not None and status >= 400 and status != CLIENT_CLOSED_REQUEST:
+            return Usage(), "upstream"
+        facts = exchange.facts
+        name = model or ""
+        input_tokens = tokens.count_input(facts.endpoint, name, facts.body, exchange.raw_body)
+        output_tokens = tokens.count_text(name, reading.output_text) if reading.output_parts else 0
+        return Usage(input_tokens=input_tokens, output_tokens=output_tokens), "estimated"

@@ -1,0 +1,223 @@
+"""`TokenMeterMiddleware`: meters the OpenAI API calls that pass through any ASGI app.
+
+Wrapped around our forwarding app it makes the metering proxy; wrapped around an ASGI app
+that serves the OpenAI API itself (a self-hosted model server, say) it meters that app:
+
+    app = TokenMeterMiddleware(model_server_app, meter=meter)
+
+Pure ASGI (no BaseHTTPMiddleware): streamed bytes are forwarded as they come, with a copy
+read for usage. A non-streaming response is held until it ends, to add `X-TokenMeter-Cost`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .asgi import ASGIApp, Message, Receive, Scope, Send, send_json
+from .errors import openai_error
+from .pricing import money_text
+from .metering import CLIENT_CLOSED_REQUEST, Exchange, Meter, new_request_id
+from .request_body import api_key_id, clean_identity, metered_endpoint, read_request, with_stream_usage
+from .usage import ResponseReading, StreamReader, read_json_response
+
+REQUEST_ID_HEADER = b"x-tokenmeter-request-id"
+COST_HEADER = b"x-tokenmeter-cost"
+
+
+class TokenMeterMiddleware:
+    """Records usage, cost and identity of every metered request the wrapped app answers."""
+
+    def __init__(
+        self, app: ASGIApp, *, meter: Meter, session_header: str = "X-Session-Id", user_header: str = "X-User-Id",
+        max_body_bytes: int = 52_428_800,
+    ) -> None:
+        self.app = app
+        self.meter = meter
+        self.session_header = session_header.lower().encode("latin-1")
+        self.user_header = user_header.lower().encode("latin-1")
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = new_request_id()
+        endpoint = metered_endpoint(scope["method"], scope["path"])
+        if endpoint is None:
+            await self.app(scope, receive, _tagged(send, request_id))
+            return
+        raw = await _read_body(receive, self.max_body_bytes)
+        if raw is None:
+            await send_json(send, 413, openai_error(
+                f"Request body too large: the limit is {self.max_body_bytes} bytes.",
+                type="invalid_request_error", code="request_too_large",
+            ), headers=[(REQUEST_ID_HEADER, request_id.encode())])
+            return
+        facts = read_request(endpoint, raw)
+        session, user, authorization = self._identity(scope["headers"])
+        exchange = Exchange(
+            id=request_id, facts=facts, raw_body=raw, session_id=session, user_id=user or facts.user,
+            api_key_id=api_key_id(authorization),
+        )
+        hide_usage = facts.needs_usage_injection and facts.body is not None
+        body = with_stream_usage(raw, facts) if hide_usage else raw
+        inner_scope = dict(scope, headers=_forward_headers(scope["headers"], len(body)))
+        response = _MeteredResponse(self.meter, exchange, send, hide_usage=hide_usage)
+        failed = False
+        try:
+            await self.app(inner_scope, _replay(body, receive), response.send)
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            response.abandon(status=500 if failed and not response.started else CLIENT_CLOSED_REQUEST)
+
+    def _identity(self, headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None, str | None]:
+        session = user = authorization = None
+        for name, value in headers:
+            if name == self.session_header:
+                session = clean_identity(value.decode("latin-1"))
+            elif name == self.user_header:
+                user = clean_identity(value.decode("latin-1"))
+            elif name == b"authorization":
+                authorization = value.decode("latin-1")
+        return session, user, authorization
+
+
+class _MeteredResponse:
+    """Relays the wrapped app's response, reading it for usage; records exactly once."""
+
+    def __init__(self, meter: Meter, exchange: Exchange, send: Send, *, hide_usage: bool) -> None:
+        self.meter = meter
+        self.exchange = exchange
+        self.client_send = send
+        self.hide_usage = hide_usage
+        self.started = False
+        self.recorded = False
+        self.status: int | None = None
+        self.stream: StreamReader | None = None
+        self.start_message: Message | None = None
+        self.parts: list[bytes] = []
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            await self._start(message)
+        elif kind == "http.response.body":
+            if self.stream is not None:
+                await self._relay(message)
+            else:
+                await self._hold(message)
+        else:
+            await self.client_send(message)
+
+    async def _start(self, message: Message) -> None:
+        self.started = True
+        self.status = message["status"]
+        headers = [(REQUEST_ID_HEADER, self.exchange.id.encode()), *message.get("headers", ())]
+        if _is_event_stream(headers):
+            self.stream = StreamReader(self.exchange.facts.endpoint, hide_usage_chunk=self.hide_usage)
+            if self.hide_usage:  # the body will be shorter than the upstream said
+                headers = [(name, value) for name, value in headers if name.lower() != b"content-length"]
+            await self.client_send({**message, "headers": headers})
+        else:
+            self.start_message = {**message, "headers": headers}
+
+    async def _relay(self, message: Message) -> None:
+        assert self.stream is not None
+        body = message.get("body", b"")
+        more = message.get("more_body", False)
+        out = self.stream.feed(body) if body else b""
+        if not more:
+            out += self.stream.end()
+            self._record(self.stream.reading)
+        if out or not more:
+            await self.client_send({"type": "http.response.body", "body": out, "more_body": more})
+
+    async def _hold(self, message: Message) -> None:
+        self.parts.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        body = b"".join(self.parts)
+        self.parts = []
+        record = self._record(read_json_response(self.exchange.facts.endpoint, body))
+        assert self.start_message is not None
+        start = self.start_message
+        if record.cost is not None:
+            start["headers"].append((COST_HEADER, money_text(record.cost).encode()))
+        await self.client_send(start)
+        await self.client_send({"type": "http.response.body", "body": body, "more_body": False})
+
+    def _record(self, reading: ResponseReading) -> Any:
+        self.recorded = True
+        return self.meter.finish(self.exchange, reading, status=self.status, streamed=self.stream is not None)
+
+    def abandon(self, *, status: int) -> None:
+        """The wrapped app stopped before the response ended (the client left, or it failed):
+        record what was seen so far."""
+        if self.recorded:
+            return
+        self.status = status
+        reading = self.stream.reading if self.stream is not None else ResponseReading()
+        self._record(reading)
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None once it exceeds `limit` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(parts)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands the (already read) body over once, then waits for a disconnect."""
+    pending = True
+
+    async def replay() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _forward_headers(headers: list[tuple[bytes, bytes]], length: int) -> list[tuple[bytes, bytes]]:
+    """Ask for an uncompressed response (so it can be read) and state the body's real length."""
+    kept = [
+        (name, value) for name, value in headers
+        if name not in (b"accept-encoding", b"content-length", b"transfer-encoding")
+    ]
+    kept.append((b"accept-encoding", b"identity"))
+    kept.append((b"content-length", str(length).encode()))
+    return kept
+
+
+def _is_event_stream(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name.lower() == b"content-type":
+            return value.lower().startswith(b"text/event-stream")
+    return False
+
+
+def _tagged(send: Send, request_id: str) -> Send:
+    """A `send` that adds the request id header to the response."""
+    header = (REQUEST_ID_HEADER, request_id.encode())
+
+    async def tagged(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [header, *message.get("headers", ())]}
+        await send(message)
+
+    return tagged

@@ -1,0 +1,44 @@
+"""Operational endpoints: liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .metrics import Metrics
+from .storage.repository import Repository
+from .storage.writer import RecordWriter
+
+
+@dataclass(frozen=True)
+class Operations:
+    """`/healthz`, `/readyz` and `/metrics`."""
+
+    repository: Repository
+    writer: RecordWriter
+    metrics: Metrics
+
+    def routes(self) -> list[Route]:
+        return [Route("/healthz", self.healthz), Route("/readyz", self.readyz), Route("/metrics", self.metrics_text)]
+
+    async def healthz(self, request: Request) -> Response:
+        """The process is up and serving."""
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        """The database answers, so records are being stored."""
+        try:
+            await run_in_threadpool(self.repository.ping)
+        except Exception as exc:  # any failure to reach the database means not ready
+            return JSONResponse({"status": "unavailable", "database": f"{type(exc).__name__}: {exc}"[:300]},
+                                status_code=503)
+        return JSONResponse({"status": "ready", "pending_records": self.writer.pending})
+
+    async def metrics_text(self, request: Request) -> Response:
+        """Prometheus text format."""
+        self.metrics.queued_records.set(self.writer.pending)
+        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,140 @@
+"""Usage reports in the contract's JSON shapes, shared by the admin API and the `stats` command.
+
+Functions here are synchronous (they query the database); the API runs them in a thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from .errors import BadRequest
+from .pricing import PriceTable
+from .storage.repository import Cursor, Filters, Group, Repository, Totals
+from .types import UsageRecord
+
+PERIODS = {
+    "24h": dt.timedelta(hours=24),
+    "7d": dt.timedelta(days=7),
+    "30d": dt.timedelta(days=30),
+    "90d": dt.timedelta(days=90),
+}
+GROUPINGS = ("model", "day", "session", "user")
+
+
+def parse_period(text: str) -> dt.timedelta:
+    """One of 24h, 7d, 30d, 90d."""
+    if text not in PERIODS:
+        raise BadRequest(f"unknown period {text!r}: use one of {', '.join(PERIODS)}", param="period")
+    return PERIODS[text]
+
+
+def exchange_rate(table: PriceTable, currency: str | None) -> tuple[str, Decimal]:
+    """The currency to report in (default: the pricing file's) and its rate from the file's."""
+    if not currency:
+        return table.currency, Decimal(1)
+    rate = table.rate(currency)
+    if rate is None:
+        known = ", ".join([table.currency, *sorted(table.exchange_rates)])
+        raise BadRequest(f"unknown currency {currency!r}: the pricing file has rates for {known}", param="currency")
+    return currency.upper(), rate
+
+
+def usage_stats(
+    repository: Repository, table: PriceTable, *, period: str, now: dt.datetime, currency: str | None = None,
+    session_id: str | None = None, user_id: str | None = None, model: str | None = None,
+) -> dict[str, Any]:
+    """`GET /api/usage/stats`: totals, one row per UTC day of the period, and per model."""
+    since = now - parse_period(period)
+    code, rate = exchange_rate(table, currency)
+    filters = Filters(since=since, session_id=session_id, user_id=user_id, model=model)
+    totals = repository.totals(filters)
+    days = {group.key: group.totals for group in repository.grouped("day", filters)}
+    daily = []
+    day = since.date()
+    while day <= now.date():
+        row = days.get(day.isoformat(), Totals())
+        daily.append({"date": day.isoformat(), **_brief(row, rate)})
+        day += dt.timedelta(days=1)
+    by_model = [{"model": group.key, **_brief(group.totals, rate)} for group in repository.grouped("model", filters)]
+    return {"period": period, "currency": code, "totals": totals_json(totals, rate), "daily": daily,
+            "by_model": by_model}
+
+
+def sessions_page(repository: Repository, *, limit: int, offset: int) -> dict[str, Any]:
+    """`GET /api/usage/sessions`: sessions with their totals, most recently active first."""
+    groups = repository.grouped("session", Filters(), limit=limit, offset=offset)
+    return {"total": repository.count_sessions(Filters()), "sessions": [session_json(group) for group in groups]}
+
+
+def session_detail(repository: Repository, session_id: str, *, limit: int) -> dict[str, Any] | None:
+    """`GET /api/usage/sessions/{id}`: the session's totals and its records, newest first."""
+    filters = Filters(session_id=session_id)
+    totals = repository.totals(filters)
+    if totals.requests == 0:
+        return None
+    records = repository.records(filters, limit=limit)
+    return {"session_id": session_id, "totals": totals_json(totals, Decimal(1)),
+            "records": [record_json(record) for record in records]}
+
+
+def records_page(repository: Repository, filters: Filters, *, limit: int, cursor: str | None) -> dict[str, Any]:
+    """`GET /api/usage/records`: a page of records, newest first, and the cursor of the next."""
+    records = repository.records(filters, limit=limit + 1, after=decode_cursor(cursor) if cursor else None)
+    page = records[:limit]
+    following = encode_cursor(Cursor(page[-1].created_at, page[-1].id)) if len(records) > limit else None
+    return {"records": [record_json(record) for record in page], "next_cursor": following}
+
+
+def totals_json(totals: Totals, rate: Decimal) -> dict[str, Any]:
+    """The contract's `totals` object."""
+    return {
+        "requests": totals.requests,
+        "input_tokens": totals.input_tokens,
+        "cached_input_tokens": totals.cached_input_tokens,
+        "output_tokens": totals.output_tokens,
+        "total_tokens": totals.total_tokens,
+        "cost": totals.cost * rate,
+        "unpriced_requests": totals.unpriced_requests,
+    }
+
+
+def session_json(group: Group) -> dict[str, Any]:
+    """One entry of the sessions list."""
+    return {"session_id": group.key, "first_seen": group.first_seen, "last_seen": group.last_seen,
+            **_brief(group.totals, Decimal(1))}
+
+
+def record_json(record: UsageRecord) -> dict[str, Any]:
+    """A record as the API shows it; never a prompt, a completion or a raw key."""
+    usage = record.usage
+    return {
+        "id": record.id, "created_at": record.created_at, "session_id": record.session_id,
+        "user_id": record.user_id, "api_key_id": record.api_key_id, "endpoint": record.endpoint,
+        "model": record.model, "input_tokens": usage.input_tokens, "cached_input_tokens": usage.cached_input_tokens,
+        "cache_write_tokens": usage.cache_write_tokens, "output_tokens": usage.output_tokens,
+        "reasoning_tokens": usage.reasoning_tokens, "total_tokens": usage.total_tokens, "cost": record.cost,
+        "currency": record.currency, "price_version": record.price_version, "usage_source": record.usage_source,
+        "status_code": record.status_code, "streamed": record.streamed, "latency_ms": record.latency_ms,
+    }
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    """An opaque page cursor."""
+    return base64.urlsafe_b64encode(f"{cursor.created_at.isoformat()}|{cursor.id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> Cursor:
+    """The cursor `encode_cursor` made; `BadRequest` for anything else."""
+    try:
+        moment, _, record_id = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode().partition("|")
+        return Cursor(created_at=dt.datetime.fromisoformat(moment), id=record_id)
+    except ValueError:
+        raise BadRequest("invalid cursor: pass the next_cursor of a previous page", param="cursor") from None
+
+
+def _brief(totals: Totals, rate: Decimal) -> dict[str, Any]:
+    return {"requests": totals.requests, "input_tokens": totals.input_tokens,
+            "output_tokens": totals.output_tokens, "cost": totals.cost * rate}

@@ -1,0 +1,206 @@
+"""Every SQL query the proxy runs. Synchronous; callers off the event loop run it in a thread."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Engine, and_, case, func, insert, or_, select, text
+from sqlalchemy.sql import ColumnElement, Select
+
+from ..types import Usage, UsageRecord
+from .tables import UsageRecordRow, cost_from_e10, cost_to_e10
+
+records_table = UsageRecordRow.__table__  # type: ignore[attr-defined]
+c = records_table.c
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Narrow a query to a session, a user and/or a model, and a time window [since, until)."""
+
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    session_id: str | None = None
+    user_id: str | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Sums over a set of records. `cost` covers priced records only; see `unpriced_requests`."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    cost: Decimal = Decimal(0)
+    unpriced_requests: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True)
+class Group:
+    """Totals of one group (a day, a model, a session or a user), with its first and last record."""
+
+    key: str | None
+    totals: Totals
+    first_seen: dt.datetime
+    last_seen: dt.datetime
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page of records ended: records are ordered newest first by (created_at, id)."""
+
+    created_at: dt.datetime
+    id: str
+
+
+class Repository:
+    """Reads and writes usage records through one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def ping(self) -> None:
+        """Raises if the database cannot be reached."""
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    def insert_records(self, records: Sequence[UsageRecord]) -> None:
+        """Store a batch of records in one transaction."""
+        if not records:
+            return
+        with self.engine.begin() as connection:
+            connection.execute(insert(records_table), [_row(record) for record in records])
+
+    def totals(self, filters: Filters) -> Totals:
+        """Sums over every record the filters select."""
+        query = select(*_sums()).where(*_conditions(filters))
+        with self.engine.connect() as connection:
+            return _totals(connection.execute(query).one())
+
+    def grouped(self, by: str, filters: Filters, *, limit: int | None = None, offset: int = 0) -> list[Group]:
+        """Totals per day, model, session or user; days oldest first, the rest biggest cost first.
+
+        Sessions and users without an id are left out of those groupings.
+        """
+        key = func.date(c.created_at) if by == "day" else {"model": c.model, "session": c.session_id,
+                                                              "user": c.user_id}[by]
+        query: Select[Any] = (
+            select(key.label("key"), func.min(c.created_at), func.max(c.created_at), *_sums())
+            .where(*_conditions(filters))
+            .group_by(key)
+        )
+        if by in ("session", "user"):
+            query = query.where(key.is_not(None))
+        if by == "day":
+            query = query.order_by(key)
+        elif by == "session":
+            query = query.order_by(func.max(c.created_at).desc(), key)
+        else:
+            query = query.order_by(func.coalesce(func.sum(c.cost_e10), 0).desc(), key)
+        query = query.limit(limit).offset(offset)
+        with self.engine.connect() as connection:
+            return [
+                Group(key=None if row[0] is None else str(row[0]), first_seen=_utc(row[1]),
+                      last_seen=_utc(row[2]), totals=_totals(row[3:]))
+                for row in connection.execute(query)
+            ]
+
+    def count_sessions(self, filters: Filters) -> int:
+        """How many distinct sessions have records."""
+        query = select(func.count(func.distinct(c.session_id))).where(*_conditions(filters))
+        with self.engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
+    def records(self, filters: Filters, *, limit: int, after: Cursor | None = None) -> list[UsageRecord]:
+        """Records newest first, starting after `after`."""
+        query = select(records_table).where(*_conditions(filters))
+        if after is not None:
+            query = query.where(
+                or_(c.created_at < _naive(after.created_at),
+                    and_(c.created_at == _naive(after.created_at), c.id < after.id))
+            )
+        query = query.order_by(c.created_at.desc(), c.id.desc()).limit(limit)
+        with self.engine.connect() as connection:
+            return [_record(row._mapping) for row in connection.execute(query)]
+
+
+def _sums() -> list[ColumnElement[Any]]:
+    return [
+        func.count(),
+        func.coalesce(func.sum(c.input_tokens), 0),
+        func.coalesce(func.sum(c.cached_input_tokens), 0),
+        func.coalesce(func.sum(c.output_tokens), 0),
+        func.coalesce(func.sum(c.cost_e10), 0),
+        func.coalesce(func.sum(case((c.cost_e10.is_(None), 1), else_=0)), 0),
+    ]
+
+
+def _totals(row: Sequence[Any]) -> Totals:
+    requests, input_tokens, cached, output_tokens, cost_e10, unpriced = row
+    return Totals(
+        requests=int(requests), input_tokens=int(input_tokens), cached_input_tokens=int(cached),
+        output_tokens=int(output_tokens), cost=cost_from_e10(int(cost_e10)) or Decimal(0),
+        unpriced_requests=int(unpriced),
+    )
+
+
+def _conditions(filters: Filters) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if filters.since is not None:
+        conditions.append(c.created_at >= _naive(filters.since))
+    if filters.until is not None:
+        conditions.append(c.created_at < _naive(filters.until))
+    for column, value in ((c.session_id, filters.session_id), (c.user_id, filters.user_id), (c.model, filters.model)):
+        if value is not None:
+            conditions.append(column == value)
+    return conditions
+
+
+def _row(record: UsageRecord) -> dict[str, Any]:
+    usage = record.usage
+    return {
+        "id": record.id, "created_at": _naive(record.created_at), "session_id": record.session_id,
+        "user_id": record.user_id, "api_key_id": record.api_key_id, "endpoint": record.endpoint,
+        "model": record.model, "input_tokens": usage.input_tokens,
+        "cached_input_tokens": usage.cached_input_tokens, "cache_write_tokens": usage.cache_write_tokens,
+        "output_tokens": usage.output_tokens, "reasoning_tokens": usage.reasoning_tokens,
+        "cost_e10": cost_to_e10(record.cost), "currency": record.currency, "price_version": record.price_version,
+        "usage_source": record.usage_source, "status_code": record.status_code, "streamed": record.streamed,
+        "latency_ms": record.latency_ms,
+    }
+
+
+def _record(row: Any) -> UsageRecord:
+    return UsageRecord(
+        id=row["id"], created_at=_utc(row["created_at"]), session_id=row["session_id"], user_id=row["user_id"],
+        api_key_id=row["api_key_id"], endpoint=row["endpoint"], model=row["model"],
+        usage=Usage(
+            input_tokens=row["input_tokens"], output_tokens=row["output_tokens"],
+            cached_input_tokens=row["cached_input_tokens"], cache_write_tokens=row["cache_write_tokens"],
+            reasoning_tokens=row["reasoning_tokens"],
+        ),
+        cost=cost_from_e10(row["cost_e10"]), currency=row["currency"], price_version=row["price_version"],
+        usage_source=row["usage_source"], status_code=row["status_code"], streamed=bool(row["streamed"]),
+        latency_ms=row["latency_ms"],
+    )
+
+
+def _naive(moment: dt.datetime) -> dt.datetime:
+    """Stored times are naive UTC."""
+    return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def _utc(moment: dt.datetime | str) -> dt.datetime:
+    if isinstance(moment, str):  # SQLite's MIN/MAX return the stored text
+        moment = dt.datetime.fromisoformat(moment)
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment

@@ -1,0 +1,57 @@
+"""The database schema, as SQLModel tables. Alembic migrations in `migrations/` create it.
+
+Money is stored as an exact integer, `cost_e10` (cost x 10^10 in the record's currency), so
+sums are exact in SQL on SQLite, which has no decimal type, as well as on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from sqlalchemy import BigInteger, Column, DateTime, Index
+from sqlmodel import Field, SQLModel
+
+COST_SCALE = 10**10
+
+
+class UsageRecordRow(SQLModel, table=True):
+    """One metered request. Times are naive UTC."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (
+        Index("ix_usage_records_created_at", "created_at"),
+        Index("ix_usage_records_session_created", "session_id", "created_at"),
+        Index("ix_usage_records_user_created", "user_id", "created_at"),
+        Index("ix_usage_records_model_created", "model", "created_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=32)
+    created_at: dt.datetime = Field(sa_column=Column(DateTime(), nullable=False))  # naive UTC
+    session_id: str | None = Field(default=None, max_length=256)
+    user_id: str | None = Field(default=None, max_length=256)
+    api_key_id: str | None = Field(default=None, max_length=16)
+    endpoint: str = Field(max_length=32)
+    model: str | None = Field(default=None, max_length=256)
+    input_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    cached_input_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    cache_write_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    output_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    reasoning_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    cost_e10: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    currency: str = Field(max_length=8)
+    price_version: str = Field(max_length=32)
+    usage_source: str = Field(max_length=16)
+    status_code: int | None = None
+    streamed: bool = False
+    latency_ms: int = 0
+
+
+def cost_to_e10(cost: Decimal | None) -> int | None:
+    """A cost as the stored integer (rounded half-even to 10^-10)."""
+    return None if cost is None else int((cost * COST_SCALE).to_integral_value())
+
+
+def cost_from_e10(value: int | None) -> Decimal | None:
+    """The stored integer back as an exact decimal cost."""
+    return None if value is None else Decimal(value).scaleb(-10)

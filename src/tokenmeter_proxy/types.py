@@ -1,0 +1,65 @@
+"""Shared value types and seams: what a request used, what we store about it, who stores it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal, Protocol
+
+Endpoint = Literal["chat/completions", "completions", "embeddings", "responses"]
+UsageSource = Literal["upstream", "estimated", "reported", "demo"]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of one request. Cached and cache-written tokens are part of `input_tokens`,
+    reasoning tokens part of `output_tokens`, as the OpenAI API reports them."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One metered request as stored: identity, counts, price. Never a prompt or a raw key."""
+
+    id: str
+    created_at: dt.datetime
+    session_id: str | None
+    user_id: str | None
+    api_key_id: str | None
+    endpoint: str
+    model: str | None
+    usage: Usage
+    cost: Decimal | None
+    currency: str
+    price_version: str
+    usage_source: UsageSource
+    status_code: int | None
+    streamed: bool
+    latency_ms: int
+
+
+class UsageSink(Protocol):
+    """Where finished records go (the background writer in production, a list in tests)."""
+
+    def submit(self, record: UsageRecord) -> None: ...
+
+
+class Clock(Protocol):
+    """Current time in UTC; injectable so periods and windows can be tested without sleeping."""
+
+    def __call__(self) -> dt.datetime: ...
+
+
+def utc_now() -> dt.datetime:
+    """The real clock."""
+    return dt.datetime.now(dt.UTC)

@@ -1,0 +1,199 @@
+"""The metering proxy in-process: forwarding, metering and recording against a fake upstream."""
+
+from __future__ import annotations
+
+import hashlib
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from conftest import admin_headers, proxy_client
+from fake_upstream import FakeUpstream
+from tokenmeter_proxy.app import create_app
+from tokenmeter_proxy.config import Settings
+from tokenmeter_proxy.tokens import count_text
+
+pytestmark = pytest.mark.anyio
+KEY = "sk-test-secret-key-123"
+AUTH = {"authorization": f"Bearer {KEY}"}
+
+
+async def records(proxy: httpx.AsyncClient, **query: str) -> list[dict[str, Any]]:
+    """Every record stored so far, oldest first (after the writer has caught up)."""
+    await proxy.app.writer.drain()  # type: ignore[attr-defined]
+    response = await proxy.get("/api/usage/records", params={"limit": "1000", **query}, headers=admin_headers())
+    assert response.status_code == 200, response.text
+    return list(reversed(response.json()["records"]))
+
+
+async def test_a_chat_completion_is_forwarded_unchanged_and_metered(proxy: httpx.AsyncClient,
+                                                                    fake_upstream: FakeUpstream) -> None:
+    response = await proxy.post("/v1/chat/completions", headers={
+        **AUTH, "x-session-id": "s-1", "x-user-id": "u-1", "x-fake-prompt-tokens": "1000",
+        "x-fake-completion-tokens": "500", "x-fake-cached-tokens": "200",
+    }, json={"model": "gpt-4o-2024-08-06", "messages": [{"role": "user", "content": "hi"}]})
+
+    assert response.status_code == 200
+    assert response.json()["choices"][0]["message"]["content"] == "hello from fake"
+    assert response.headers["x-fake-upstream"] == "1"
+    assert response.headers["x-tokenmeter-cost"] == "0.00725"
+    assert response.headers["x-tokenmeter-request-id"]
+    assert fake_upstream.seen[-1]["headers"]["authorization"] == f"Bearer {KEY}"
+    [record] = await records(proxy)
+    assert record["id"] == response.headers["x-tokenmeter-request-id"]
+    assert (record["session_id"], record["user_id"]) == ("s-1", "u-1")
+    assert record["api_key_id"] == hashlib.sha256(KEY.encode()).hexdigest()[:16]
+    assert (record["input_tokens"], record["cached_input_tokens"], record["output_tokens"]) == (1000, 200, 500)
+    assert record["cost"] == pytest.approx(0.00725, abs=1e-12)
+    assert record["usage_source"] == "upstream" and record["streamed"] is False
+    assert record["model"] == "gpt-4o-2024-08-06" and record["endpoint"] == "chat/completions"
+    assert record["status_code"] == 200 and record["price_version"]
+
+
+async def test_the_user_comes_from_the_body_when_no_header_names_one(proxy: httpx.AsyncClient) -> None:
+    await proxy.post("/v1/chat/completions", headers=AUTH,
+                     json={"model": "gpt-4o", "user": "body-user", "messages": []})
+    [record] = await records(proxy)
+    assert record["user_id"] == "body-user" and record["session_id"] is None
+
+
+async def test_stream_usage_is_requested_upstream_and_hidden_from_the_client(
+        proxy: httpx.AsyncClient, fake_upstream: FakeUpstream) -> None:
+    response = await proxy.post("/v1/chat/completions", headers={
+        **AUTH, "x-fake-prompt-tokens": "300", "x-fake-completion-tokens": "40", "x-fake-chunks": "6",
+    }, json={"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "stream"}]})
+
+    assert fake_upstream.seen[-1]["json"]["stream_options"] == {"include_usage": True}
+    events = [line[6:] for line in response.text.split("\n") if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [orjson.loads(event) for event in events[:-1]]
+    assert len(chunks) == 7 and all(chunk["choices"] for chunk in chunks)
+    [record] = await records(proxy)
+    assert (record["input_tokens"], record["output_tokens"], record["streamed"]) == (300, 40, True)
+    assert Decimal(str(record["cost"])) == Decimal("0.000069")
+
+
+async def test_a_client_that_asked_for_stream_usage_gets_its_usage_chunk(proxy: httpx.AsyncClient) -> None:
+    response = await proxy.post("/v1/chat/completions", headers={**AUTH, "x-fake-prompt-tokens": "50"}, json={
+        "model": "gpt-4o", "stream": True, "stream_options": {"include_usage": True}, "messages": []})
+    usage_chunks = [line for line in response.text.split("\n") if '"usage": {' in line]
+    assert len(usage_chunks) == 1
+    [record] = await records(proxy)
+    assert record["input_tokens"] == 50
+
+
+async def test_embeddings_completions_and_responses_are_metered(proxy: httpx.AsyncClient) -> None:
+    steer = {**AUTH, "x-fake-prompt-tokens": "120", "x-fake-completion-tokens": "30",
+             "x-fake-reasoning-tokens": "10"}
+    await proxy.post("/v1/embeddings", headers=steer, json={"model": "text-embedding-3-small", "input": ["a", "b"]})
+    await proxy.post("/v1/completions", headers=steer, json={"model": "gpt-4o", "prompt": "Once"})
+    await proxy.post("/v1/responses", headers=steer, json={"model": "gpt-4o", "input": "hello"})
+    await proxy.post("/v1/responses", headers=steer, json={"model": "gpt-4o", "input": "hello", "stream": True})
+    embeddings, completion, response, streamed = await records(proxy)
+    assert (embeddings["endpoint"], embeddings["input_tokens"], embeddings["output_tokens"]) == ("embeddings", 120, 0)
+    assert (completion["endpoint"], completion["output_tokens"]) == ("completions", 30)
+    assert (response["endpoint"], response["reasoning_tokens"], response["streamed"]) == ("responses", 10, False)
+    assert (streamed["input_tokens"], streamed["output_tokens"], streamed["streamed"]) == (120, 30, True)
+
+
+async def test_without_upstream_usage_tokens_are_estimated(proxy: httpx.AsyncClient) -> None:
+    text = "The quick brown fox jumps over the lazy dog. " * 20
+    await proxy.post("/v1/chat/completions", headers={**AUTH, "x-fake-no-usage": "1"},
+                     json={"model": "gpt-4o", "messages": [{"role": "user", "content": text}]})
+    await proxy.post("/v1/chat/completions", headers={**AUTH, "x-fake-no-usage": "1"},
+                     json={"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": text}]})
+    plain, streamed = await records(proxy)
+    assert plain["usage_source"] == streamed["usage_source"] == "estimated"
+    # the text, 3 tokens of message framing, 1 for the role "user", 3 priming the reply
+    assert plain["input_tokens"] == streamed["input_tokens"] == count_text("gpt-4o", text) + 3 + 1 + 3
+    assert plain["output_tokens"] == count_text("gpt-4o", "hello from fake")
+    assert streamed["output_tokens"] == count_text("gpt-4o", "tok0 tok1 tok2 ")
+
+
+async def test_upstream_errors_come_back_unchanged_and_are_recorded(proxy: httpx.AsyncClient) -> None:
+    response = await proxy.post("/v1/chat/completions", headers={**AUTH, "x-fake-status": "503"},
+                                json={"model": "gpt-4o", "messages": []})
+    assert response.status_code == 503 and response.json()["error"]["message"] == "fake failure"
+    bad = await proxy.post("/v1/chat/completions", headers=AUTH, content=b"{this is not json")
+    assert bad.status_code == 400 and "parse the JSON" in bad.json()["error"]["message"]
+    failed, unparsable = await records(proxy)
+    assert (failed["status_code"], failed["input_tokens"], failed["cost"]) == (503, 0, 0)
+    assert (unparsable["status_code"], unparsable["model"]) == (400, None)
+
+
+async def test_unmetered_paths_are_forwarded_with_path_query_and_method(proxy: httpx.AsyncClient,
+                                                                        fake_upstream: FakeUpstream) -> None:
+    response = await proxy.delete("/v1/echo/files/file%2Fabc?purpose=a%20b&x=1", headers={
+        **AUTH, "connection": "keep-alive, x-private", "x-private": "hop", "x-custom": "kept"})
+    echoed = response.json()
+    assert response.status_code == 200 and echoed["method"] == "DELETE"
+    assert echoed["path"] == "/v1/echo/files/file/abc" and echoed["query"] == "purpose=a%20b&x=1"
+    assert echoed["headers"]["x-custom"] == "kept" and "x-private" not in echoed["headers"]
+    assert "x-hop" not in response.headers and response.headers["x-tokenmeter-request-id"]
+    assert await records(proxy) == []
+
+
+async def test_upstream_cookies_reach_the_client_but_are_never_replayed(proxy: httpx.AsyncClient,
+                                                                        fake_upstream: FakeUpstream) -> None:
+    first = await proxy.get("/v1/models", headers=AUTH)
+    assert "upstream_session=abc" in first.headers["set-cookie"]
+    proxy.cookies.clear()
+    await proxy.get("/v1/models", headers=AUTH)
+    assert "cookie" not in fake_upstream.seen[-1]["headers"]
+
+
+async def test_the_upstream_key_replaces_the_clients_when_configured(settings: Settings,
+                                                                     fake_upstream: FakeUpstream) -> None:
+    app = create_app(Settings(**{**settings.__dict__, "upstream_api_key": "sk-ours"}),
+                     transport=httpx.ASGITransport(app=fake_upstream.app))
+    async with proxy_client(app) as client:
+        await client.post("/v1/chat/completions", headers=AUTH, json={"model": "gpt-4o", "messages": []})
+        await app.writer.drain()
+    assert fake_upstream.seen[-1]["headers"]["authorization"] == "Bearer sk-ours"
+
+
+async def test_a_body_over_the_limit_is_refused_and_not_forwarded(settings: Settings,
+                                                                  fake_upstream: FakeUpstream) -> None:
+    app = create_app(Settings(**{**settings.__dict__, "max_body_bytes": 1000}),
+                     transport=httpx.ASGITransport(app=fake_upstream.app))
+    async with proxy_client(app) as client:
+        metered = await client.post("/v1/chat/completions", headers=AUTH, content=b"x" * 1001)
+        unmetered = await client.post("/v1/echo/upload", headers=AUTH, content=b"x" * 1001)
+    for response in (metered, unmetered):
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == "request_too_large"
+    assert fake_upstream.seen == []
+
+
+@pytest.mark.parametrize(("failure", "status", "code"), [
+    (httpx.ConnectError("connection refused"), 502, "upstream_unreachable"),
+    (httpx.ReadTimeout("read timed out"), 504, "upstream_timeout"),
+])
+async def test_an_unreachable_upstream_gets_an_openai_style_error(settings: Settings, failure: Exception,
+                                                                  status: int, code: str) -> None:
+    def fail(request: httpx.Request) -> httpx.Response:
+        raise failure
+
+    app = create_app(settings, transport=httpx.MockTransport(fail))
+    async with proxy_client(app) as client:
+        response = await client.post("/v1/chat/completions", headers=AUTH, json={"model": "gpt-4o", "messages": []})
+        await app.writer.drain()
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+
+
+async def test_no_raw_key_or_prompt_is_ever_stored(proxy: httpx.AsyncClient, settings: Settings) -> None:
+    secret_prompt = "my very private prompt about the merger"
+    await proxy.post("/v1/chat/completions", headers={**AUTH, "x-fake-no-usage": "1"},
+                     json={"model": "gpt-4o", "messages": [{"role": "user", "content": secret_prompt}]})
+    await proxy.post("/v1/chat/completions", headers={**AUTH, "x-fake-no-usage": "1"},
+                     json={"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": secret_prompt}]})
+    assert len(await records(proxy)) == 2
+    database = Path(settings.database_url.removeprefix("sqlite:///"))
+    stored = b"".join(path.read_bytes() for path in database.parent.glob(database.name + "*"))
+    assert KEY.encode() not in stored
+    assert secret_prompt.encode() not in stored and b"hello from fake" not in stored
