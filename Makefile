@@ -11,6 +11,8 @@ run: $(VENV)/.installed
 	$(BIN)/tokenmeter-proxy serve
 
 test: $(VENV)/.dev
+	$(BIN)/ruff check src tests migrations
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: $(VENV)/.dev

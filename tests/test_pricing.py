@@ -71,12 +71,14 @@ def test_the_version_is_a_short_hash_of_the_text() -> None:
 
 @pytest.mark.parametrize(("text", "problem"), [
     ("models: [this is: not valid", "pricing.yaml:1: not valid YAML"),
-    ("models:\n  gpt-4o: {input: 2.5}\n  bad:\n    input: cheap\n", "pricing.yaml:4: models.bad.input: expected a number, got 'cheap'"),
+    ("models:\n  gpt-4o: {input: 2.5}\n  bad:\n    input: cheap\n",
+     "pricing.yaml:4: models.bad.input: expected a number, got 'cheap'"),
     ("models:\n  m:\n    output: 1\n", "pricing.yaml:3: models.m: missing 'input'"),
     ("models:\n  m: {input: -1}\n", "pricing.yaml:2: models.m.input: a price cannot be negative"),
     ("models:\n  m: {input: 1, ouput: 2}\n", "pricing.yaml:2: models.m: unknown key 'ouput'"),
     ("models:\n  m: {input: 1}\n  m: {input: 2}\n", "pricing.yaml:3: models: 'm' appears twice"),
-    ("currency: USD\nunit_tokens: 0\nmodels: {}\n", "pricing.yaml:2: unit_tokens: must be a whole number greater than 0"),
+    ("currency: USD\nunit_tokens: 0\nmodels: {}\n",
+     "pricing.yaml:2: unit_tokens: must be a whole number greater than 0"),
     ("models:\n  m: {input: '1.5'}\n", "pricing.yaml:2: models.m.input: expected a number"),
     ("exchange_rates: {EUR: 0}\nmodels: {}\n", "pricing.yaml:1: exchange_rates.EUR: must be greater than 0"),
     ("currency: USD\n", "pricing.yaml:1: missing 'models'"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from decimal import Decimal
@@ -19,7 +20,7 @@ from .errors import ConfigError, PricingError
 from .pricing import load_pricing, money_text
 from .storage.engine import engine_from_url
 from .storage.migrate import upgrade
-from .storage.repository import Filters, Repository
+from .storage.repository import Filters, Repository, Totals
 from .types import utc_now
 
 log = logging.getLogger("tokenmeter_proxy")
@@ -83,6 +84,9 @@ def _serve(args: argparse.Namespace) -> int:
         "log_config": None,
     }
     log.info("serving on http://%s:%d, forwarding to %s", settings.host, settings.port, settings.upstream)
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the handler it
+    # found installed; a quiet handler here makes that a clean exit 0, as orchestrators expect.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     if settings.workers == 1:
         uvicorn.run(app, **options)  # type: ignore[arg-type]
     else:
@@ -125,7 +129,7 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _figures(totals: reports.Totals) -> list[str]:
+def _figures(totals: Totals) -> list[str]:
     return [f"{totals.requests:,}", f"{totals.input_tokens:,}", f"{totals.cached_input_tokens:,}",
             f"{totals.output_tokens:,}", f"{totals.total_tokens:,}", money_text(totals.cost.quantize(Decimal("1e-6")))]
 
@@ -134,7 +138,10 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = []
     for n, row in enumerate([header, *rows]):
-        cells = [cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width) in enumerate(zip(row, widths))]
+        cells = [
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
         lines.append("  ".join(cells))
         if n == 0 or n == len(rows) - 1:
             lines.append("  ".join("-" * width for width in widths))

@@ -47,7 +47,9 @@ class Meter:
         self.metrics = metrics
         self.clock = clock
 
-    def finish(self, exchange: Exchange, reading: ResponseReading, *, status: int | None, streamed: bool) -> UsageRecord:
+    def finish(
+        self, exchange: Exchange, reading: ResponseReading, *, status: int | None, streamed: bool
+    ) -> UsageRecord:
         """Record the exchange: the upstream's usage when it reported one; none for a request the
         upstream refused (it bills nothing); otherwise a tiktoken estimate of what was sent and
         what came back. Returns the record, already submitted."""

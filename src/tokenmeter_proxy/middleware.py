@@ -15,8 +15,8 @@ from typing import Any
 
 from .asgi import ASGIApp, Message, Receive, Scope, Send, send_json
 from .errors import openai_error
-from .pricing import money_text
 from .metering import CLIENT_CLOSED_REQUEST, Exchange, Meter, new_request_id
+from .pricing import money_text
 from .request_body import api_key_id, clean_identity, metered_endpoint, read_request, with_stream_usage
 from .usage import ResponseReading, StreamReader, read_json_response
 

@@ -225,12 +225,14 @@ class _Checker:
         return str(node.value)
 
     def number(self, node: yaml.Node, what: str) -> Decimal | None:
-        text = node.value.replace("_", "") if isinstance(node, yaml.ScalarNode) else ""
-        try:
-            value = Decimal(text)
-        except InvalidOperation:
-            value = None
-        if value is None or not value.is_finite() or node.tag == "tag:yaml.org,2002:str" and _quoted(node):
+        # A quoted scalar is text, even when it spells a number: '1.5' is a typo to report.
+        value = None
+        if isinstance(node, yaml.ScalarNode) and node.style not in ("'", '"'):
+            try:
+                value = Decimal(node.value.replace("_", ""))
+            except InvalidOperation:
+                value = None
+        if value is None or not value.is_finite():
             shown = node.value if isinstance(node, yaml.ScalarNode) else "a collection"
             self.fail(node, f"{what}: expected a number, got {shown!r}")
             return None
@@ -245,6 +247,3 @@ class _Checker:
             return 1
         return int(value)
 
-
-def _quoted(node: yaml.ScalarNode) -> bool:
-    return node.style in ("'", '"')

@@ -1,0 +1,51 @@
+"""Settings: flags over TOKENMETER_* variables over defaults, checked before anything starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tokenmeter_proxy.config import Settings
+from tokenmeter_proxy.errors import ConfigError
+
+
+def test_defaults_match_the_contract() -> None:
+    settings = Settings.load(environ={})
+    assert (settings.host, settings.port) == ("127.0.0.1", 8080)
+    assert settings.upstream == "https://api.openai.com/v1"
+    assert settings.database_url == "sqlite:///./tokenmeter.db"
+    assert (settings.session_header, settings.user_header) == ("X-Session-Id", "X-User-Id")
+    assert settings.max_body_bytes == 52_428_800 and settings.shutdown_grace_seconds == 30
+
+
+def test_variables_set_and_flags_win() -> None:
+    environ = {"TOKENMETER_PORT": "9000", "TOKENMETER_UPSTREAM": "http://localhost:11434/v1",
+               "TOKENMETER_ADMIN_TOKEN": "from-env", "TOKENMETER_PRICING": "/etc/prices.yaml",
+               "TOKENMETER_UPSTREAM_API_KEY": "sk-upstream"}
+    settings = Settings.load({"port": 9100, "admin_token": None}, environ=environ)
+    assert settings.port == 9100 and settings.admin_token == "from-env"
+    assert settings.upstream == "http://localhost:11434/v1" and settings.pricing == Path("/etc/prices.yaml")
+    assert settings.upstream_api_key == "sk-upstream"
+
+
+def test_tiktokens_own_cache_variable_is_respected() -> None:
+    assert Settings.load(environ={"TIKTOKEN_CACHE_DIR": "/cache"}).tiktoken_cache_dir == Path("/cache")
+
+
+def test_settings_survive_the_trip_to_worker_processes() -> None:
+    settings = Settings.load({"port": 9100, "admin_token": "t", "workers": 3}, environ={})
+    assert Settings.load(environ=settings.to_environ()) == settings
+
+
+@pytest.mark.parametrize(("environ", "named"), [
+    ({"TOKENMETER_PORT": "eighty"}, "TOKENMETER_PORT"),
+    ({"TOKENMETER_PORT": "0"}, "TOKENMETER_PORT"),
+    ({"TOKENMETER_UPSTREAM": "api.openai.com"}, "TOKENMETER_UPSTREAM"),
+    ({"TOKENMETER_DATABASE_URL": "mysql://x"}, "TOKENMETER_DATABASE_URL"),
+    ({"TOKENMETER_MAX_BODY_BYTES": "-1"}, "TOKENMETER_MAX_BODY_BYTES"),
+    ({"TOKENMETER_SESSION_HEADER": " "}, "TOKENMETER_SESSION_HEADER"),
+])
+def test_a_bad_setting_is_named_in_the_error(environ: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        Settings.load(environ=environ)

@@ -1,0 +1,112 @@
+"""The repository and migrations, on SQLite and on PostgreSQL alike."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from tokenmeter_proxy.storage.engine import engine_from_url
+from tokenmeter_proxy.storage.migrate import current_revision, head_revision, upgrade
+from tokenmeter_proxy.storage.repository import Cursor, Filters, Repository
+from tokenmeter_proxy.storage.tables import SQLModel, cost_from_e10, cost_to_e10
+from tokenmeter_proxy.types import Usage, UsageRecord
+
+NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+
+
+def record(n: int, *, hours_ago: float = 0, session: str | None = "s-1", user: str | None = "u-1",
+           model: str | None = "gpt-4o", cost: str | None = "0.001", input_tokens: int = 100) -> UsageRecord:
+    return UsageRecord(
+        id=f"{n:024x}", created_at=NOW - dt.timedelta(hours=hours_ago), session_id=session, user_id=user,
+        api_key_id="0123456789abcdef", endpoint="chat/completions", model=model,
+        usage=Usage(input_tokens=input_tokens, output_tokens=10, cached_input_tokens=5, reasoning_tokens=2),
+        cost=None if cost is None else Decimal(cost), currency="USD", price_version="v1", usage_source="upstream",
+        status_code=200, streamed=False, latency_ms=12,
+    )
+
+
+@pytest.fixture
+def repository(database_url: str) -> Iterator[Repository]:
+    engine = engine_from_url(database_url)
+    yield Repository(engine)
+    engine.dispose()
+
+
+def test_migrations_are_idempotent_and_match_the_tables(database_url: str) -> None:
+    engine = engine_from_url(database_url)
+    try:
+        assert upgrade(engine) == (head_revision(), head_revision())
+        assert current_revision(engine) == head_revision()
+        with engine.connect() as connection:
+            differences = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
+    finally:
+        engine.dispose()
+    assert differences == []
+
+
+def test_a_record_comes_back_exactly_as_stored(repository: Repository) -> None:
+    stored = record(1, cost="0.0072500001")
+    repository.insert_records([stored])
+    [loaded] = repository.records(Filters(), limit=10)
+    assert loaded == stored
+
+
+def test_totals_sum_exactly_and_count_unpriced_requests(repository: Repository) -> None:
+    repository.insert_records([record(1, cost="0.1"), record(2, cost="0.2"), record(3, cost=None)])
+    totals = repository.totals(Filters())
+    assert totals.cost == Decimal("0.3")  # never 0.30000000000000004
+    assert (totals.requests, totals.input_tokens, totals.cached_input_tokens, totals.output_tokens) == (3, 300, 15, 30)
+    assert totals.unpriced_requests == 1
+
+
+def test_filters_narrow_by_time_session_user_and_model(repository: Repository) -> None:
+    repository.insert_records([
+        record(1, hours_ago=30), record(2, session="s-2"), record(3, user="u-2"), record(4, model="gpt-4o-mini"),
+    ])
+    assert repository.totals(Filters(since=NOW - dt.timedelta(hours=24))).requests == 3
+    assert repository.totals(Filters(until=NOW - dt.timedelta(hours=24))).requests == 1
+    assert repository.totals(Filters(session_id="s-2")).requests == 1
+    assert repository.totals(Filters(user_id="u-2")).requests == 1
+    assert repository.totals(Filters(model="gpt-4o-mini")).requests == 1
+
+
+def test_groups_by_day_model_session_and_user(repository: Repository) -> None:
+    repository.insert_records([
+        record(1, hours_ago=36, session="old"), record(2, session="new", cost="0.5"),
+        record(3, session="new", model="gpt-4o-mini"), record(4, session=None, user=None),
+    ])
+    days = repository.grouped("day", Filters())
+    assert [(group.key, group.totals.requests) for group in days] == [("2026-11-24", 1), ("2026-11-25", 3)]
+    models = repository.grouped("model", Filters())
+    assert [group.key for group in models] == ["gpt-4o", "gpt-4o-mini"]  # biggest cost first
+    sessions = repository.grouped("session", Filters())
+    assert [(group.key, group.totals.requests) for group in sessions] == [("new", 2), ("old", 1)]
+    assert sessions[0].first_seen == NOW and sessions[0].last_seen == NOW
+    assert repository.count_sessions(Filters()) == 2
+    assert [group.key for group in repository.grouped("user", Filters())] == ["u-1"]
+
+
+def test_records_page_newest_first_from_a_cursor(repository: Repository) -> None:
+    repository.insert_records([record(n, hours_ago=n % 3) for n in range(10)])
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = repository.records(Filters(), limit=4, after=cursor)
+        seen += [item.id for item in page]
+        if len(page) < 4:
+            break
+        cursor = Cursor(page[-1].created_at, page[-1].id)
+    assert sorted(seen) == sorted(f"{n:024x}" for n in range(10)) and len(set(seen)) == 10
+    times = [item.created_at for item in repository.records(Filters(), limit=10)]
+    assert times == sorted(times, reverse=True)
+
+
+def test_costs_are_stored_as_exact_integers() -> None:
+    assert cost_to_e10(Decimal("0.00725")) == 72_500_000
+    assert cost_from_e10(72_500_000) == Decimal("0.00725")
+    assert cost_to_e10(None) is None and cost_from_e10(None) is None
