@@ -104,3 +104,16 @@ async def test_non_http_scopes_pass_straight_through() -> None:
 
     await metered(app, ListSink())({"type": "lifespan"}, None, None)  # type: ignore[arg-type]
     assert seen == ["lifespan"]
+
+
+async def test_a_metering_fault_never_reaches_the_client(caplog: pytest.LogCaptureFixture) -> None:
+    def broken_prices() -> object:
+        raise RuntimeError("pricing exploded")
+
+    meter = Meter(prices=broken_prices, sink=ListSink(), clock=lambda: NOW)  # type: ignore[arg-type]
+    app = TokenMeterMiddleware(FakeUpstream().app, meter=meter)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://model.local") as client:
+        response = await client.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": []})
+    assert response.status_code == 200 and response.json()["choices"]
+    assert "x-tokenmeter-cost" not in response.headers
+    assert "metering request" in caplog.text and "pricing exploded" in caplog.text

@@ -11,14 +11,17 @@ read for usage. A non-streaming response is held until it ends, to add `X-TokenM
 
 from __future__ import annotations
 
-from typing import Any
+import logging
 
 from .asgi import ASGIApp, Message, Receive, Scope, Send, send_json
 from .errors import openai_error
 from .metering import CLIENT_CLOSED_REQUEST, Exchange, Meter, new_request_id
 from .pricing import money_text
 from .request_body import api_key_id, clean_identity, metered_endpoint, read_request, with_stream_usage
+from .types import UsageRecord
 from .usage import ResponseReading, StreamReader, read_json_response
+
+log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = b"x-tokenmeter-request-id"
 COST_HEADER = b"x-tokenmeter-cost"
@@ -143,14 +146,19 @@ class _MeteredResponse:
         record = self._record(read_json_response(self.exchange.facts.endpoint, body))
         assert self.start_message is not None
         start = self.start_message
-        if record.cost is not None:
+        if record is not None and record.cost is not None:
             start["headers"].append((COST_HEADER, money_text(record.cost).encode()))
         await self.client_send(start)
         await self.client_send({"type": "http.response.body", "body": body, "more_body": False})
 
-    def _record(self, reading: ResponseReading) -> Any:
+    def _record(self, reading: ResponseReading) -> UsageRecord | None:
+        """Meter the exchange once. A metering fault is logged, never passed on to the client."""
         self.recorded = True
-        return self.meter.finish(self.exchange, reading, status=self.status, streamed=self.stream is not None)
+        try:
+            return self.meter.finish(self.exchange, reading, status=self.status, streamed=self.stream is not None)
+        except Exception:
+            log.exception("metering request %s failed; the response is unaffected", self.exchange.id)
+            return None
 
     def abandon(self, *, status: int) -> None:
         """The wrapped app stopped before the response ended (the client left, or it failed):
