@@ -17,6 +17,8 @@ from starlette.routing import Route
 
 from . import reports
 from .asgi import ASGIApp, Receive, Scope, Send, send_json
+from .budgeting import BudgetGate
+from .budgets import parse_budget
 from .errors import BadRequest, openai_error
 from .pricing import PriceTable, money_text
 from .storage.repository import Filters, Repository
@@ -45,6 +47,7 @@ class AdminAPI:
     repository: Repository
     prices: Callable[[], PriceTable]
     clock: Clock
+    budgets: BudgetGate
 
     def routes(self) -> list[Route]:
         return [
@@ -52,7 +55,39 @@ class AdminAPI:
             Route("/usage/sessions", self.sessions),
             Route("/usage/sessions/{session_id:path}", self.session),
             Route("/usage/records", self.records),
+            Route("/budgets", self.list_budgets, methods=["GET"]),
+            Route("/budgets", self.put_budget, methods=["PUT"]),
+            Route("/budgets/{budget_id}", self.delete_budget, methods=["DELETE"]),
         ]
+
+    async def list_budgets(self, request: Request) -> Response:
+        """Every budget set through the API with where it stands, and the defaults from configuration."""
+        budgets = await run_in_threadpool(self.budgets.store.all)
+        listed = await run_in_threadpool(lambda: [self.budgets.status(budget) for budget in budgets])
+        defaults = [{"scope": budget.scope, "period": budget.period, "max_cost": budget.max_cost,
+                     "max_tokens": budget.max_tokens, "warn_at": budget.warn_at} for budget in self.budgets.defaults]
+        return JSONResponse({"budgets": sorted(listed, key=lambda item: item["id"]), "defaults": defaults})
+
+    async def put_budget(self, request: Request) -> Response:
+        """Create (201) or replace (200) the budget for (scope, subject, period)."""
+        try:
+            payload = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            raise BadRequest("the body must be JSON: {\"scope\", \"subject\", \"period\", \"max_cost\"...}") from None
+        budget = parse_budget(payload)
+        stored, created = await run_in_threadpool(self.budgets.store.put, budget, now=self.clock())
+        await self.budgets.refresh()
+        return JSONResponse(await run_in_threadpool(self.budgets.status, stored), status_code=201 if created else 200)
+
+    async def delete_budget(self, request: Request) -> Response:
+        """Remove a budget: 204, or 404 when there is none with that id."""
+        text = request.path_params["budget_id"]
+        if not text.isdigit():
+            raise BadRequest(f"no budget with id {text!r}", param="id", status=404)
+        if not await run_in_threadpool(self.budgets.store.delete, int(text)):
+            raise BadRequest(f"no budget with id {text}", param="id", status=404)
+        await self.budgets.refresh()
+        return Response(status_code=204)
 
     async def stats(self, request: Request) -> Response:
         query = request.query_params

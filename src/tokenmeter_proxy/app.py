@@ -18,6 +18,7 @@ from starlette.routing import Mount, Router
 from . import tokens
 from .api import AdminAPI, JSONResponse, RequireAdminToken
 from .asgi import Receive, Scope, Send
+from .budgeting import BudgetGate
 from .config import Settings
 from .errors import BadRequest, ConfigError, openai_error
 from .metering import Meter
@@ -26,6 +27,7 @@ from .middleware import TokenMeterMiddleware
 from .ops import Operations
 from .pricebook import PriceBook
 from .proxy import ForwardingApp
+from .storage.budget_store import BudgetStore
 from .storage.engine import engine_from_url
 from .storage.migrate import current_revision, head_revision
 from .storage.repository import Repository
@@ -74,21 +76,27 @@ def create_app(
     metrics = Metrics()
     client = create_client(settings, transport)
     meter = Meter(prices=lambda: prices.current, sink=writer, metrics=metrics, clock=clock)
+    gate = BudgetGate(
+        BudgetStore(engine), prices=lambda: prices.current, clock=clock, defaults=settings.budget_defaults(),
+        allow_unpriced=settings.unpriced == "allow", fail_open=settings.budget_failure == "open",
+        reservation_seconds=settings.upstream_read_timeout + 300, metrics=metrics,
+    )
     forwarder = ForwardingApp(
         client, settings.upstream, api_key=settings.upstream_api_key, prefix=PROXY_PREFIX,
         max_body_bytes=settings.max_body_bytes,
     )
     proxy = TokenMeterMiddleware(
-        forwarder, meter=meter, session_header=settings.session_header, user_header=settings.user_header,
-        max_body_bytes=settings.max_body_bytes,
+        forwarder, meter=meter, admission=gate, session_header=settings.session_header,
+        user_header=settings.user_header, max_body_bytes=settings.max_body_bytes,
     )
-    admin_api = AdminAPI(repository=repository, prices=lambda: prices.current, clock=clock)
+    admin_api = AdminAPI(repository=repository, prices=lambda: prices.current, clock=clock, budgets=gate)
     operations = Operations(repository=repository, writer=writer, metrics=metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await asyncio.to_thread(tokens.warm_up)
-        tasks = [asyncio.create_task(writer.run()), asyncio.create_task(prices.watch())]
+        await gate.refresh()
+        tasks = [asyncio.create_task(task) for task in (writer.run(), prices.watch(), gate.watch())]
         try:
             yield
         finally:

@@ -7,6 +7,7 @@ has a variable of the same name with the `TOKENMETER_` prefix; a flag wins over 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tempfile
 from collections.abc import Mapping
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .errors import ConfigError
+from .budgets import Budget, parse_budget
+from .errors import BadRequest, ConfigError
 
 DEFAULT_UPSTREAM = "https://api.openai.com/v1"
 DEFAULT_DATABASE_URL = "sqlite:///./tokenmeter.db"
@@ -45,6 +47,9 @@ class Settings:
     upstream_read_timeout: float = 600.0
     upstream_write_timeout: float = 60.0
     upstream_max_connections: int = 1000
+    default_budgets: str = ""  # JSON list of budgets without a subject, e.g. [{"scope": "session", ...}]
+    unpriced: str = "refuse"  # under a cost budget, a model without a price is refused, or "allow"ed
+    budget_failure: str = "open"  # when budgets cannot be checked (database down): admit ("open") or refuse
     tiktoken_cache_dir: Path = Path(tempfile.gettempdir()) / "data-gym-cache"
 
     @classmethod
@@ -96,6 +101,24 @@ class Settings:
         for name in ("session_header", "user_header"):
             if not getattr(self, name).strip():
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must name an HTTP header")
+        for name, choices in (("unpriced", ("refuse", "allow")), ("budget_failure", ("open", "closed"))):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be one of {', '.join(choices)}")
+        self.budget_defaults()
+
+    def budget_defaults(self) -> list[Budget]:
+        """The default budgets of `TOKENMETER_DEFAULT_BUDGETS`, which apply to every session, user
+        or key without a budget of its own for that period."""
+        if not self.default_budgets.strip():
+            return []
+        example = '[{"scope": "session", "period": "day", "max_cost": 1}]'
+        try:
+            listed = json.loads(self.default_budgets)
+            if not isinstance(listed, list):
+                raise ValueError("not a list")
+            return [parse_budget(item, default=True) for item in listed]
+        except (ValueError, BadRequest) as exc:
+            raise ConfigError(f"TOKENMETER_DEFAULT_BUDGETS must be a JSON list such as {example}: {exc}") from None
 
     @property
     def pricing_path(self) -> Path:

@@ -34,6 +34,10 @@ class Metrics:
             "tokenmeter_request_duration_seconds", "Time from request to the end of the response.",
             ["endpoint", "streamed"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
+        self.budget_refusals = Counter(
+            "tokenmeter_budget_refusals", "Requests refused with 429 because a budget was spent, by budget scope.",
+            ["scope"], registry=self.registry,
+        )
         self.queued_records = Gauge(
             "tokenmeter_records_pending", "Usage records waiting to be stored.", registry=self.registry,
         )

@@ -12,8 +12,10 @@ read for usage. A non-streaming response is held until it ends, to add `X-TokenM
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 from .asgi import ASGIApp, Message, Receive, Scope, Send, send_json
+from .budgets import Decision
 from .errors import openai_error
 from .metering import CLIENT_CLOSED_REQUEST, Exchange, Meter, new_request_id
 from .pricing import money_text
@@ -27,15 +29,23 @@ REQUEST_ID_HEADER = b"x-tokenmeter-request-id"
 COST_HEADER = b"x-tokenmeter-cost"
 
 
+class Admission(Protocol):
+    """Budget control: None when no budget applies, else the decision (estimate reserved if admitted)."""
+
+    async def admit(self, exchange: Exchange) -> Decision | None: ...
+
+
 class TokenMeterMiddleware:
-    """Records usage, cost and identity of every metered request the wrapped app answers."""
+    """Records usage, cost and identity of every metered request the wrapped app answers, and
+    with an `admission` (budgets), refuses requests whose budget is spent before they go on."""
 
     def __init__(
-        self, app: ASGIApp, *, meter: Meter, session_header: str = "X-Session-Id", user_header: str = "X-User-Id",
-        max_body_bytes: int = 52_428_800,
+        self, app: ASGIApp, *, meter: Meter, admission: Admission | None = None, session_header: str = "X-Session-Id",
+        user_header: str = "X-User-Id", max_body_bytes: int = 52_428_800,
     ) -> None:
         self.app = app
         self.meter = meter
+        self.admission = admission
         self.session_header = session_header.lower().encode("latin-1")
         self.user_header = user_header.lower().encode("latin-1")
         self.max_body_bytes = max_body_bytes
@@ -62,10 +72,18 @@ class TokenMeterMiddleware:
             id=request_id, facts=facts, raw_body=raw, session_id=session, user_id=user or facts.user,
             api_key_id=api_key_id(authorization),
         )
+        decision = await self.admission.admit(exchange) if self.admission is not None else None
+        if decision is not None and not decision.admitted:
+            await send_json(send, 429, openai_error(
+                "Budget exceeded: " + "; ".join(decision.refusals) + ".", type="insufficient_quota",
+                code="budget_exceeded",
+            ), headers=_refusal_headers(decision, request_id))
+            return
         hide_usage = facts.needs_usage_injection and facts.body is not None
         body = with_stream_usage(raw, facts) if hide_usage else raw
         inner_scope = dict(scope, headers=_forward_headers(scope["headers"], len(body)))
-        response = _MeteredResponse(self.meter, exchange, send, hide_usage=hide_usage)
+        response = _MeteredResponse(self.meter, exchange, send, hide_usage=hide_usage,
+                                    headers=_budget_headers(decision) if decision is not None else [])
         failed = False
         try:
             await self.app(inner_scope, _replay(body, receive), response.send)
@@ -90,8 +108,10 @@ class TokenMeterMiddleware:
 class _MeteredResponse:
     """Relays the wrapped app's response, reading it for usage; records exactly once."""
 
-    def __init__(self, meter: Meter, exchange: Exchange, send: Send, *, hide_usage: bool) -> None:
+    def __init__(self, meter: Meter, exchange: Exchange, send: Send, *, hide_usage: bool,
+                 headers: list[tuple[bytes, bytes]]) -> None:
         self.meter = meter
+        self.extra_headers = headers
         self.exchange = exchange
         self.client_send = send
         self.hide_usage = hide_usage
@@ -117,7 +137,7 @@ class _MeteredResponse:
     async def _start(self, message: Message) -> None:
         self.started = True
         self.status = message["status"]
-        headers = [(REQUEST_ID_HEADER, self.exchange.id.encode()), *message.get("headers", ())]
+        headers = [(REQUEST_ID_HEADER, self.exchange.id.encode()), *self.extra_headers, *message.get("headers", ())]
         if _is_event_stream(headers):
             self.stream = StreamReader(self.exchange.facts.endpoint, hide_usage_chunk=self.hide_usage)
             if self.hide_usage:  # the body will be shorter than the upstream said
@@ -168,6 +188,26 @@ class _MeteredResponse:
         self.status = status
         reading = self.stream.reading if self.stream is not None else ResponseReading()
         self._record(reading)
+
+
+def _refusal_headers(decision: Decision, request_id: str) -> list[tuple[bytes, bytes]]:
+    """OpenAI clients honour x-should-retry: false; Retry-After says when the period resets."""
+    headers = [(REQUEST_ID_HEADER, request_id.encode()), (b"x-should-retry", b"false")]
+    if decision.retry_after is not None:
+        headers.append((b"retry-after", str(decision.retry_after).encode()))
+    return headers
+
+
+def _budget_headers(decision: Decision) -> list[tuple[bytes, bytes]]:
+    headers = []
+    if decision.remaining_cost is not None:
+        headers.append((b"x-tokenmeter-budget-remaining", money_text(decision.remaining_cost).encode()))
+    if decision.remaining_tokens is not None:
+        headers.append((b"x-tokenmeter-budget-remaining-tokens", str(decision.remaining_tokens).encode()))
+    if decision.warnings:
+        warning = "; ".join(decision.warnings).encode("ascii", "backslashreplace")
+        headers.append((b"x-tokenmeter-budget-warning", warning))
+    return headers
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, func, insert, or_, select, text
+from sqlalchemy import Engine, and_, case, delete, func, insert, or_, select, text
 from sqlalchemy.sql import ColumnElement, Select
 
 from ..types import Usage, UsageRecord
-from .tables import UsageRecordRow, cost_from_e10, cost_to_e10
+from .tables import ReservationRow, UsageRecordRow, cost_from_e10, cost_to_e10
 
 records_table = UsageRecordRow.__table__  # type: ignore[attr-defined]
+reservations_table = ReservationRow.__table__  # type: ignore[attr-defined]
 c = records_table.c
 
 
@@ -75,11 +76,14 @@ class Repository:
             connection.execute(text("SELECT 1"))
 
     def insert_records(self, records: Sequence[UsageRecord]) -> None:
-        """Store a batch of records in one transaction."""
+        """Store a batch of records in one transaction, which also drops the budget reservations
+        the records replace: spent + reserved never counts a request twice, or not at all."""
         if not records:
             return
         with self.engine.begin() as connection:
             connection.execute(insert(records_table), [_row(record) for record in records])
+            connection.execute(delete(reservations_table).where(
+                reservations_table.c.request_id.in_([record.id for record in records])))
 
     def totals(self, filters: Filters) -> Totals:
         """Sums over every record the filters select."""

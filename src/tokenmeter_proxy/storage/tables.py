@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, Column, DateTime, Index
+from sqlalchemy import BigInteger, Column, DateTime, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 COST_SCALE = 10**10
@@ -24,6 +24,7 @@ class UsageRecordRow(SQLModel, table=True):
         Index("ix_usage_records_session_created", "session_id", "created_at"),
         Index("ix_usage_records_user_created", "user_id", "created_at"),
         Index("ix_usage_records_model_created", "model", "created_at"),
+        Index("ix_usage_records_key_created", "api_key_id", "created_at"),
     )
 
     id: str = Field(primary_key=True, max_length=32)
@@ -55,3 +56,36 @@ def cost_to_e10(cost: Decimal | None) -> int | None:
 def cost_from_e10(value: int | None) -> Decimal | None:
     """The stored integer back as an exact decimal cost."""
     return None if value is None else Decimal(value).scaleb(-10)
+
+
+class BudgetRow(SQLModel, table=True):
+    """A budget set through the admin API (defaults from configuration are not stored)."""
+
+    __tablename__ = "budgets"
+    __table_args__ = (UniqueConstraint("scope", "subject", "period", name="uq_budgets_scope_subject_period"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    scope: str = Field(max_length=16)
+    subject: str = Field(max_length=256)
+    period: str = Field(max_length=16)
+    max_cost_e10: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    max_tokens: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    warn_at: str = Field(max_length=32)  # an exact decimal fraction, as text
+    created_at: dt.datetime = Field(sa_column=Column(DateTime(), nullable=False))
+    updated_at: dt.datetime = Field(sa_column=Column(DateTime(), nullable=False))
+
+
+class ReservationRow(SQLModel, table=True):
+    """What an admitted request in flight holds against one subject's budgets, until its usage
+    record replaces it (in the same transaction) or it expires (its process died)."""
+
+    __tablename__ = "budget_reservations"
+    __table_args__ = (Index("ix_budget_reservations_subject", "scope", "subject", "created_at"),)
+
+    request_id: str = Field(primary_key=True, max_length=32)
+    scope: str = Field(primary_key=True, max_length=16)
+    subject: str = Field(primary_key=True, max_length=256)
+    cost_e10: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    created_at: dt.datetime = Field(sa_column=Column(DateTime(), nullable=False))
+    expires_at: dt.datetime = Field(sa_column=Column(DateTime(), nullable=False))

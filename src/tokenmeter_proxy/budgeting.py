@@ -1,0 +1,124 @@
+"""Admission control: before a metered request is forwarded, reserve its estimate against every
+budget that applies, or refuse it. The budget table is cached in memory and refreshed each
+second, so a request no budget applies to costs no database round trip."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from . import tokens
+from .budgets import Applied, Budget, Decision, Estimate, Identity, applicable, judge, resets_at
+from .metering import Exchange
+from .metrics import Metrics
+from .pricing import PriceTable
+from .storage.budget_store import BudgetStore
+from .types import Clock, Usage
+
+log = logging.getLogger(__name__)
+
+REFRESH_SECONDS = 1.0
+PURGE_EVERY = 60  # refreshes between purges of expired reservations
+
+
+class BudgetGate:
+    """Decides, per metered request, whether its budgets let it through; reserves if they do."""
+
+    def __init__(
+        self, store: BudgetStore, *, prices: Callable[[], PriceTable], clock: Clock, defaults: list[Budget],
+        allow_unpriced: bool = False, fail_open: bool = True, reservation_seconds: float = 900.0,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.store = store
+        self.prices = prices
+        self.clock = clock
+        self.defaults = defaults
+        self.allow_unpriced = allow_unpriced
+        self.fail_open = fail_open
+        self.reservation_seconds = reservation_seconds
+        self.metrics = metrics
+        self._explicit: dict[tuple[str, str], list[Budget]] = {}
+
+    async def admit(self, exchange: Exchange) -> Decision | None:
+        """None when no budget applies; otherwise the decision, with the estimate reserved if admitted."""
+        identity = Identity(session_id=exchange.session_id, user_id=exchange.user_id,
+                            api_key_id=exchange.api_key_id)
+        applied = applicable(self._explicit, self.defaults, identity)
+        if not applied:
+            return None
+        table = self.prices()
+        estimate = await asyncio.to_thread(_estimate, exchange, table)
+        now = self.clock()
+        decide = functools.partial(judge, estimate=estimate, now=now, currency=table.currency,
+                                   allow_unpriced=self.allow_unpriced)
+        try:
+            decision: Decision = await asyncio.to_thread(
+                self.store.reserve, exchange.id, applied, estimate, now=now,
+                expires_at=now + dt.timedelta(seconds=self.reservation_seconds), judge=decide)
+        except Exception as exc:  # the database is unreachable: the configured failure mode decides
+            log.error("budget check for request %s failed (%s); %s", exchange.id, exc,
+                      "admitting it (fail open)" if self.fail_open else "refusing it (fail closed)")
+            if self.fail_open:
+                return None
+            return Decision(admitted=False, refusals=["budgets cannot be checked right now; try again shortly"],
+                            retry_after=5)
+        if not decision.admitted and self.metrics is not None:
+            for scope in decision.refused_scopes:
+                self.metrics.budget_refusals.labels(scope).inc()
+        return decision
+
+    async def refresh(self) -> None:
+        """Reload the budget table into memory."""
+        budgets = await asyncio.to_thread(self.store.all)
+        explicit: dict[tuple[str, str], list[Budget]] = defaultdict(list)
+        for budget in budgets:
+            explicit[(budget.scope, budget.subject or "*")].append(budget)
+        self._explicit = dict(explicit)
+
+    async def watch(self) -> None:
+        """Refresh every second (so other replicas' changes apply within about a second) and
+        purge reservations of crashed processes now and then, until cancelled."""
+        rounds = 0
+        while True:
+            try:
+                await self.refresh()
+                if rounds % PURGE_EVERY == 0:
+                    purged = await asyncio.to_thread(self.store.purge_expired, now=self.clock())
+                    if purged:
+                        log.warning("purged %d expired budget reservations of requests that never finished", purged)
+            except Exception as exc:  # the database may be down; keep the budgets we know
+                log.error("refreshing budgets failed: %s", exc)
+            rounds += 1
+            await asyncio.sleep(REFRESH_SECONDS)
+
+    def status(self, budget: Budget) -> dict[str, Any]:
+        """A budget with where it stands now, as `GET /api/budgets` shows it."""
+        applied = Applied(budget, budget.subject or "*")
+        now = self.clock()
+        [standing] = self.store.standings([applied], now=now)
+        used_cost = standing.spent_cost + standing.reserved_cost
+        used_tokens = standing.spent_tokens + standing.reserved_tokens
+        return {
+            "id": budget.id, "scope": budget.scope, "subject": budget.subject, "period": budget.period,
+            "max_cost": budget.max_cost, "max_tokens": budget.max_tokens, "warn_at": budget.warn_at,
+            "currency": self.prices().currency,
+            "spent_cost": standing.spent_cost, "spent_tokens": standing.spent_tokens,
+            "reserved_cost": standing.reserved_cost, "reserved_tokens": standing.reserved_tokens,
+            "remaining_cost": None if budget.max_cost is None else budget.max_cost - used_cost,
+            "remaining_tokens": None if budget.max_tokens is None else budget.max_tokens - used_tokens,
+            "resets_at": resets_at(budget.period, now),
+        }
+
+
+def _estimate(exchange: Exchange, table: PriceTable) -> Estimate:
+    """The request's input counted with tiktoken, plus its output cap where it sets one, priced
+    at full input price (cache hits are not known in advance)."""
+    facts = exchange.facts
+    input_tokens = tokens.count_input(facts.endpoint, facts.model, facts.body, exchange.raw_body)
+    usage = Usage(input_tokens=input_tokens, output_tokens=facts.max_output_tokens or 0)
+    return Estimate(cost=table.cost(facts.model, usage), tokens=usage.total_tokens, model=facts.model)

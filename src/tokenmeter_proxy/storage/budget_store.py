@@ -1,0 +1,150 @@
+"""Budgets and reservations in the database, and the atomic check-and-reserve.
+
+Spend in a period is summed from the usage records themselves, so it counts every record
+(proxied, reported, or stored before the budget existed). An admitted request holds a
+reservation until the transaction that stores its record deletes it, so spent + reserved
+never has a gap. Check-and-reserve runs in one transaction under a lock per subject:
+`pg_advisory_xact_lock` on PostgreSQL, which holds across processes sharing the database;
+a process-wide lock on SQLite, which is correct for one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import threading
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Engine, and_, delete, func, insert, select, text, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql import ColumnElement
+
+from ..budgets import Applied, Budget, Decision, Estimate, Standing, period_start
+from .repository import records_table, reservations_table
+from .tables import BudgetRow, cost_from_e10, cost_to_e10
+
+budgets_table = BudgetRow.__table__  # type: ignore[attr-defined]
+_SUBJECT_COLUMN = {"session": "session_id", "user": "user_id", "key": "api_key_id"}
+
+
+class BudgetStore:
+    """Every query about budgets. Synchronous; callers on the event loop use a thread."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
+        self._sqlite_lock = threading.Lock()
+
+    def all(self) -> list[Budget]:
+        """Every budget set through the API."""
+        with self.engine.connect() as connection:
+            return [_budget(row._mapping) for row in connection.execute(select(budgets_table))]
+
+    def put(self, budget: Budget, *, now: dt.datetime) -> tuple[Budget, bool]:
+        """Create or replace the budget for (scope, subject, period); True when created."""
+        values = {"max_cost_e10": cost_to_e10(budget.max_cost), "max_tokens": budget.max_tokens,
+                  "warn_at": str(budget.warn_at), "updated_at": _naive(now)}
+        key = and_(budgets_table.c.scope == budget.scope, budgets_table.c.subject == budget.subject,
+                   budgets_table.c.period == budget.period)
+        with self._transaction() as connection:
+            existing = connection.execute(select(budgets_table.c.id).where(key)).scalar()
+            if existing is not None:
+                connection.execute(update(budgets_table).where(budgets_table.c.id == existing).values(**values))
+                budget_id, created = existing, False
+            else:
+                budget_id = connection.execute(insert(budgets_table).values(
+                    scope=budget.scope, subject=budget.subject, period=budget.period, created_at=_naive(now),
+                    **values)).inserted_primary_key[0]  # type: ignore[index]
+                created = True
+        return Budget(**{**budget.__dict__, "id": int(budget_id)}), created
+
+    def delete(self, budget_id: int) -> bool:
+        """Remove a budget; False when there was none with that id."""
+        with self._transaction() as connection:
+            return bool(connection.execute(delete(budgets_table).where(budgets_table.c.id == budget_id)).rowcount)
+
+    def standings(self, applied: list[Applied], *, now: dt.datetime) -> list[Standing]:
+        """Spent and reserved, now, for each applied budget (one consistent read)."""
+        if not applied:
+            return []
+        with self.engine.connect() as connection:
+            return _standings(connection, applied, now)
+
+    def reserve(self, request_id: str, applied: list[Applied], estimate: Estimate, *, now: dt.datetime,
+                expires_at: dt.datetime, judge: Callable[[list[Standing]], Decision]) -> Decision:
+        """Atomically: read where every applied budget stands, let `judge` decide, and if it
+        admits, reserve the estimate against each subject until the record replaces it."""
+        subjects = sorted({(item.budget.scope, item.subject) for item in applied})
+        with self._transaction() as connection:
+            if self._postgres:
+                for scope, subject in subjects:  # in a fixed order: two requests never wait on each other
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(scope, subject)})
+            decision = judge(_standings(connection, applied, now))
+            if decision.admitted:
+                connection.execute(insert(reservations_table), [
+                    {"request_id": request_id, "scope": scope, "subject": subject,
+                     "cost_e10": cost_to_e10(estimate.cost) or 0, "tokens": estimate.tokens,
+                     "created_at": _naive(now), "expires_at": _naive(expires_at)}
+                    for scope, subject in subjects
+                ])
+        return decision
+
+    def release(self, request_id: str) -> None:
+        """Drop a request's reservations (its record will not come, e.g. it was never sent)."""
+        with self._transaction() as connection:
+            connection.execute(delete(reservations_table).where(reservations_table.c.request_id == request_id))
+
+    def purge_expired(self, *, now: dt.datetime) -> int:
+        """Delete reservations whose process died before its record arrived."""
+        with self._transaction() as connection:
+            return int(connection.execute(
+                delete(reservations_table).where(reservations_table.c.expires_at <= _naive(now))).rowcount)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """`engine.begin()`, holding a process-wide lock on SQLite, which has no row locks to take."""
+        with contextlib.nullcontext() if self._postgres else self._sqlite_lock, self.engine.begin() as connection:
+            yield connection
+
+
+def _standings(connection: Connection, applied: list[Applied], now: dt.datetime) -> list[Standing]:
+    """One SELECT of scalar subqueries, so spend and reservations come from one snapshot."""
+    columns: list[ColumnElement[Any]] = []
+    for item in applied:
+        start = _naive(period_start(item.budget.period, now))
+        records = [records_table.c.created_at >= start]
+        if item.budget.scope in _SUBJECT_COLUMN:
+            records.append(records_table.c[_SUBJECT_COLUMN[item.budget.scope]] == item.subject)
+        held = [reservations_table.c.scope == item.budget.scope, reservations_table.c.subject == item.subject,
+                reservations_table.c.created_at >= start, reservations_table.c.expires_at > _naive(now)]
+        tokens = records_table.c.input_tokens + records_table.c.output_tokens
+        columns += [
+            select(func.coalesce(func.sum(records_table.c.cost_e10), 0)).where(*records).scalar_subquery(),
+            select(func.coalesce(func.sum(tokens), 0)).where(*records).scalar_subquery(),
+            select(func.coalesce(func.sum(reservations_table.c.cost_e10), 0)).where(*held).scalar_subquery(),
+            select(func.coalesce(func.sum(reservations_table.c.tokens), 0)).where(*held).scalar_subquery(),
+        ]
+    row = connection.execute(select(*columns)).one()
+    return [
+        Standing(applied=item, spent_cost=cost_from_e10(int(row[4 * n])) or Decimal(0),
+                 spent_tokens=int(row[4 * n + 1]), reserved_cost=cost_from_e10(int(row[4 * n + 2])) or Decimal(0),
+                 reserved_tokens=int(row[4 * n + 3]))
+        for n, item in enumerate(applied)
+    ]
+
+
+def _budget(row: Any) -> Budget:
+    return Budget(scope=row["scope"], subject=row["subject"], period=row["period"],
+                  max_cost=cost_from_e10(row["max_cost_e10"]), max_tokens=row["max_tokens"],
+                  warn_at=Decimal(row["warn_at"]), id=row["id"])
+
+
+def _lock_key(scope: str, subject: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{scope}\0{subject}".encode()).digest()[:8], "big", signed=True)
+
+
+def _naive(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.UTC).replace(tzinfo=None)
