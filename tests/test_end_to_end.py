@@ -3,11 +3,8 @@ official `openai` client pointed at the proxy the way a chat app would be."""
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -18,60 +15,9 @@ import httpx
 import openai
 import pytest
 
-from conftest import ADMIN_TOKEN, PRICING, free_port, serve_in_thread
+from conftest import serve_in_thread
 from fake_upstream import FakeUpstream
-
-EXECUTABLE = str(Path(sys.executable).with_name("tokenmeter-proxy"))
-KEY = "sk-end-to-end-secret"
-
-
-class Proxy:
-    """A running `tokenmeter-proxy serve` process."""
-
-    def __init__(self, workdir: Path, upstream: str) -> None:
-        self.database = workdir / "usage.db"
-        self.url = f"http://127.0.0.1:{free_port()}"
-        url = f"sqlite:///{self.database}"
-        environ = {key: value for key, value in os.environ.items() if not key.startswith("TOKENMETER_")}
-        environ.update({"TOKENMETER_ADMIN_TOKEN": ADMIN_TOKEN, "TOKENMETER_PRICING": str(workdir / "pricing.yaml")})
-        (workdir / "pricing.yaml").write_text(PRICING)
-        subprocess.run([EXECUTABLE, "migrate", "--database-url", url], env=environ, check=True, capture_output=True)
-        self.log = open(workdir / "proxy.log", "wb")  # noqa: SIM115 (closed in stop())
-        self.process = subprocess.Popen(
-            [EXECUTABLE, "serve", "--port", self.url.rsplit(":", 1)[1], "--upstream", f"{upstream}/v1",
-             "--database-url", url], env=environ, cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert self.process.poll() is None and time.monotonic() < deadline, (workdir / "proxy.log").read_text()
-            time.sleep(0.05)
-
-    def admin(self, path: str, **params: Any) -> Any:
-        response = httpx.get(f"{self.url}{path}", params=params,
-                             headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def session(self, session_id: str, records: int = 1) -> Any:
-        """The session once it holds `records` records (they are written just after the response)."""
-        deadline = time.monotonic() + 5
-        while True:
-            response = httpx.get(f"{self.url}/api/usage/sessions/{session_id}",
-                                 headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
-            if response.status_code == 200 and len(response.json()["records"]) >= records:
-                return response.json()
-            assert time.monotonic() < deadline, f"session {session_id} has no {records} records: {response.text}"
-            time.sleep(0.05)
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        self.process.send_signal(sig)
-        code = self.process.wait(30)
-        self.log.close()
-        return code
+from processes import KEY, Proxy
 
 
 @pytest.fixture(scope="module")
