@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from test_storage import record
+from tokenmeter_proxy.budgets import Budget
 from tokenmeter_proxy.cli import main
+from tokenmeter_proxy.storage.budget_store import BudgetStore
 from tokenmeter_proxy.storage.engine import engine_from_url
 from tokenmeter_proxy.storage.migrate import head_revision
 from tokenmeter_proxy.storage.repository import Repository
@@ -66,3 +69,21 @@ def test_a_bad_setting_exits_with_a_message(capsys: pytest.CaptureFixture[str]) 
     assert main(["migrate", "--database-url", "mysql://nope"]) == 2
     assert "TOKENMETER_DATABASE_URL must look like" in capsys.readouterr().err
 
+
+
+def test_stats_shows_where_each_budget_stands(sqlite_url: str, pricing_file: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    engine = engine_from_url(sqlite_url)
+    now = utc_now()
+    Repository(engine).insert_records([replace(record(1, session="s-1", cost="0.25"), created_at=now)])
+    store = BudgetStore(engine)
+    store.put(Budget("session", "s-1", "day", max_cost=Decimal(1)), now=now)
+    store.put(Budget("user", "u-9", "total", max_tokens=5000), now=now)
+    engine.dispose()
+    monkeypatch.setenv("TOKENMETER_PRICING", str(pricing_file))
+    assert main(["stats", "--database-url", sqlite_url]) == 0
+    out = capsys.readouterr().out.split("Budgets\n")[1].splitlines()
+    assert out[2].split() == ["session", "s-1", "(day)", "0.25", "USD", "0", "USD", "1", "USD", "0.75", "USD",
+                              *out[2].split()[-2:]]
+    assert out[3].split() == ["user", "u-9", "(total)", "0", "tokens", "0", "tokens", "5,000", "tokens", "5,000",
+                              "tokens", "never"]

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import tokens
-from .budgets import Applied, Budget, Decision, Estimate, Identity, applicable, judge, resets_at
+from .budgets import Applied, Budget, Decision, Estimate, Identity, applicable, budget_status, judge
 from .metering import Exchange
 from .metrics import Metrics
 from .pricing import PriceTable
@@ -98,21 +98,9 @@ class BudgetGate:
 
     def status(self, budget: Budget) -> dict[str, Any]:
         """A budget with where it stands now, as `GET /api/budgets` shows it."""
-        applied = Applied(budget, budget.subject or "*")
         now = self.clock()
-        [standing] = self.store.standings([applied], now=now)
-        used_cost = standing.spent_cost + standing.reserved_cost
-        used_tokens = standing.spent_tokens + standing.reserved_tokens
-        return {
-            "id": budget.id, "scope": budget.scope, "subject": budget.subject, "period": budget.period,
-            "max_cost": budget.max_cost, "max_tokens": budget.max_tokens, "warn_at": budget.warn_at,
-            "currency": self.prices().currency,
-            "spent_cost": standing.spent_cost, "spent_tokens": standing.spent_tokens,
-            "reserved_cost": standing.reserved_cost, "reserved_tokens": standing.reserved_tokens,
-            "remaining_cost": None if budget.max_cost is None else budget.max_cost - used_cost,
-            "remaining_tokens": None if budget.max_tokens is None else budget.max_tokens - used_tokens,
-            "resets_at": resets_at(budget.period, now),
-        }
+        [standing] = self.store.standings([Applied(budget, budget.subject or "*")], now=now)
+        return budget_status(standing, now=now, currency=self.prices().currency)
 
 
 def _estimate(exchange: Exchange, table: PriceTable) -> Estimate:

@@ -188,6 +188,22 @@ def retry_after(refusing: list[Budget], now: dt.datetime) -> int | None:
     return max(math.ceil((latest - now).total_seconds()), 0)
 
 
+def budget_status(standing: Standing, *, now: dt.datetime, currency: str) -> dict[str, Any]:
+    """A budget with where it stands: limits, spent, reserved, remaining and when it resets."""
+    budget = standing.applied.budget
+    used_cost = standing.spent_cost + standing.reserved_cost
+    used_tokens = standing.spent_tokens + standing.reserved_tokens
+    return {
+        "id": budget.id, "scope": budget.scope, "subject": standing.applied.subject, "period": budget.period,
+        "max_cost": budget.max_cost, "max_tokens": budget.max_tokens, "warn_at": budget.warn_at,
+        "currency": currency, "spent_cost": standing.spent_cost, "spent_tokens": standing.spent_tokens,
+        "reserved_cost": standing.reserved_cost, "reserved_tokens": standing.reserved_tokens,
+        "remaining_cost": None if budget.max_cost is None else budget.max_cost - used_cost,
+        "remaining_tokens": None if budget.max_tokens is None else budget.max_tokens - used_tokens,
+        "resets_at": resets_at(budget.period, now),
+    }
+
+
 def parse_budget(payload: Any, *, default: bool = False) -> Budget:
     """A budget from `PUT /api/budgets` JSON (or, with `default`, a default from configuration,
     which names no subject). Raises `BadRequest` naming the field at fault."""

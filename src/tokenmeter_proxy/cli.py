@@ -10,14 +10,17 @@ import sys
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
 from . import __version__, reports
 from .app import create_app
+from .budgets import Applied, budget_status
 from .config import DEFAULT_DATABASE_URL, Settings
 from .errors import ConfigError, PricingError
 from .pricing import load_pricing, money_text
+from .storage.budget_store import BudgetStore
 from .storage.engine import engine_from_url
 from .storage.migrate import upgrade
 from .storage.repository import Filters, Repository, Totals
@@ -117,16 +120,36 @@ def _stats(args: argparse.Namespace) -> int:
         filters = Filters(since=now - reports.parse_period(args.period))
         groups = repository.grouped(args.by, filters)
         totals = repository.totals(filters)
+        store = BudgetStore(engine)
+        budgets = store.all()
+        standings = store.standings([Applied(budget, budget.subject or "*") for budget in budgets], now=now)
     finally:
         engine.dispose()
     header = [args.by, "requests", "input", "cached", "output", "total", f"cost ({table.currency})"]
     rows = [[group.key or "-", *_figures(group.totals)] for group in groups]
     rows.append(["TOTAL", *_figures(totals)])
     print(f"Usage over the last {args.period}, by {args.by}")
-    print(_table(header, rows))
+    print(_table(header, rows, total_row=True))
     if totals.unpriced_requests:
         print(f"{totals.unpriced_requests} request(s) used models without a price: add them to the pricing file.")
+    if standings:
+        print("\nBudgets")
+        rows = [_budget_row(budget_status(standing, now=now, currency=table.currency)) for standing in standings]
+        print(_table(["budget", "spent", "reserved", "limit", "remaining", "resets (UTC)"], rows))
     return 0
+
+
+def _budget_row(status: dict[str, Any]) -> list[str]:
+    """One budget: its cost figures when it limits cost, else its token figures."""
+    who = "global" if status["scope"] == "global" else f"{status['scope']} {status['subject']}"
+    resets = status["resets_at"].strftime("%Y-%m-%d %H:%M") if status["resets_at"] else "never"
+    if status["max_cost"] is not None:
+        figures = [f"{money_text(status[key])} {status['currency']}"
+                   for key in ("spent_cost", "reserved_cost", "max_cost", "remaining_cost")]
+    else:
+        figures = [f"{status[key]:,} tokens" for key in ("spent_tokens", "reserved_tokens", "max_tokens",
+                                                          "remaining_tokens")]
+    return [f"{who} ({status['period']})", *figures, resets]
 
 
 def _figures(totals: Totals) -> list[str]:
@@ -134,7 +157,8 @@ def _figures(totals: Totals) -> list[str]:
             f"{totals.output_tokens:,}", f"{totals.total_tokens:,}", money_text(totals.cost.quantize(Decimal("1e-6")))]
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def _table(header: list[str], rows: list[list[str]], *, total_row: bool = False) -> str:
+    """Columns aligned (the first to the left), a rule under the header and above a total row."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = []
     for n, row in enumerate([header, *rows]):
@@ -143,7 +167,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
             for i, (cell, width) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells))
-        if n == 0 or n == len(rows) - 1:
+        if n == 0 or (total_row and n == len(rows) - 1):
             lines.append("  ".join("-" * width for width in widths))
     return "\n".join(lines)
 
