@@ -49,3 +49,10 @@ def test_settings_survive_the_trip_to_worker_processes() -> None:
 def test_a_bad_setting_is_named_in_the_error(environ: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         Settings.load(environ=environ)
+
+
+@pytest.mark.parametrize("upstream", ["http://user:pw@api.example/v1", "http://api.example/v1?x=1",
+                                      "http://api.example/v1#frag", "ftp://api.example/v1", "http:///v1"])
+def test_an_upstream_url_is_a_plain_base_url(upstream: str) -> None:
+    with pytest.raises(ConfigError, match="TOKENMETER_UPSTREAM"):
+        Settings.load(environ={"TOKENMETER_UPSTREAM": upstream})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -134,11 +135,54 @@ def test_metrics_and_health(proxy: Proxy) -> None:
     assert "tokenmeter_request_duration_seconds_bucket" in metrics and "tokenmeter_cost_total" in metrics
 
 
-def test_sigterm_finishes_writing_and_exits_cleanly(upstream: tuple[FakeUpstream, str], tmp_path: Path) -> None:
+def test_sigterm_lets_open_streams_finish_and_writes_every_record(upstream: tuple[FakeUpstream, str],
+                                                                    tmp_path: Path) -> None:
     proxy = Proxy(tmp_path, upstream[1])
-    client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=KEY, max_retries=0)
-    for _ in range(20):
-        client.chat.completions.create(model="gpt-4o", messages=[], extra_headers={"X-Session-Id": "e2e-term"})
+    finished: list[int] = []
+
+    def slow_stream() -> None:
+        with httpx.stream("POST", f"{proxy.url}/v1/chat/completions", timeout=30, json={
+                "model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hi"}]}, headers={
+                "authorization": f"Bearer {KEY}", "X-Session-Id": "e2e-term", "x-fake-chunks": "10",
+                "x-fake-delay-ms": "100"}) as response:
+            finished.append(sum(1 for line in response.iter_lines() if line.startswith("data: ")))
+
+    streams = [threading.Thread(target=slow_stream) for _ in range(5)]
+    for stream in streams:
+        stream.start()
+    time.sleep(0.4)  # every stream is open and halfway through
     assert proxy.stop(signal.SIGTERM) == 0
+    for stream in streams:
+        stream.join(10)
+    assert finished == [12] * 5  # 10 chunks, the finish chunk and [DONE], for every stream
     with sqlite3.connect(proxy.database) as database:
-        assert database.execute("SELECT count(*) FROM usage_records").fetchone() == (20,)
+        assert database.execute("SELECT count(*), sum(streamed) FROM usage_records").fetchone() == (5, 5)
+
+
+def test_a_large_upload_keeps_its_content_length(proxy: Proxy) -> None:
+    body = b"x" * 200_000
+    response = httpx.post(f"{proxy.url}/v1/echo/files", content=body, headers={"authorization": f"Bearer {KEY}"})
+    echoed = response.json()
+    assert echoed["headers"]["content-length"] == "200000" and "transfer-encoding" not in echoed["headers"]
+    assert len(echoed["body"]) == 200_000
+
+
+def test_new_prices_apply_within_two_seconds(proxy: Proxy, client: openai.OpenAI) -> None:
+    path = Path(proxy.log.name).parent / "pricing.yaml"  # in the proxy's working directory
+    original = path.read_text()
+    try:
+        path.write_text(original.replace("input: 2.50", "input: 5.00"))
+        time.sleep(1.5)
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=[], extra_headers={"x-fake-prompt-tokens": "1000",
+                                                        "x-fake-completion-tokens": "0"})
+        assert raw.headers["x-tokenmeter-cost"] == "0.005"
+        path.write_text("models: [this is: not valid")
+        time.sleep(1.5)
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=[], extra_headers={"x-fake-prompt-tokens": "1000",
+                                                        "x-fake-completion-tokens": "0"})
+        assert raw.headers["x-tokenmeter-cost"] == "0.005", "a broken file changed the prices"
+    finally:
+        path.write_text(original)
+        time.sleep(1.5)

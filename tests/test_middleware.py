@@ -117,3 +117,24 @@ async def test_a_metering_fault_never_reaches_the_client(caplog: pytest.LogCaptu
     assert response.status_code == 200 and response.json()["choices"]
     assert "x-tokenmeter-cost" not in response.headers
     assert "metering request" in caplog.text and "pricing exploded" in caplog.text
+
+
+async def test_a_client_that_leaves_mid_upload_sends_nothing_upstream() -> None:
+    sink = ListSink()
+    called: list[dict] = []  # type: ignore[type-arg]
+
+    async def app(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+        called.append(scope)
+
+    messages = iter([{"type": "http.request", "body": b'{"model": "gpt-4o", "messages": [{"content": "hal',
+                      "more_body": True}, {"type": "http.disconnect"}])
+
+    async def receive() -> dict:  # type: ignore[type-arg]
+        return next(messages)
+
+    async def send(message: dict) -> None:  # type: ignore[type-arg]
+        raise AssertionError("nothing should be sent to a client that left")
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
+    await metered(app, sink)(scope, receive, send)
+    assert called == [] and sink.records == []

@@ -111,3 +111,9 @@ def test_money_is_written_as_plain_digits() -> None:
     assert money_text(Decimal("0.0072500000")) == "0.00725"
     assert money_text(Decimal("12.000")) == "12"
     assert money_text(Decimal(0)) == "0"
+
+
+@pytest.mark.parametrize("text", ["currency: US dollars\nmodels: {}\n", "exchange_rates: {EURO-ZONE: 1}\nmodels: {}\n"])
+def test_currency_codes_are_short_letter_codes(text: str) -> None:
+    with pytest.raises(PricingError, match="a currency code is 3 to 8 letters"):
+        parse_pricing(text)

@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from conftest import admin_headers, proxy_client
+from conftest import ADMIN_TOKEN, admin_headers, proxy_client
 from fake_upstream import FakeUpstream
 from tokenmeter_proxy.app import create_app
 from tokenmeter_proxy.config import Settings
@@ -197,3 +197,27 @@ async def test_no_raw_key_or_prompt_is_ever_stored(proxy: httpx.AsyncClient, set
     stored = b"".join(path.read_bytes() for path in database.parent.glob(database.name + "*"))
     assert KEY.encode() not in stored
     assert secret_prompt.encode() not in stored and b"hello from fake" not in stored
+
+
+async def test_a_path_cannot_reach_another_host_or_escape_the_prefix(proxy: httpx.AsyncClient,
+                                                                     fake_upstream: FakeUpstream) -> None:
+    for raw_path in (b"/v1%2F@evil.example/steal", b"/v1/../../admin", b"/v1/%2e%2e/admin"):
+        url = httpx.URL("http://proxy.test").copy_with(raw_path=raw_path)
+        response = await proxy.send(proxy.build_request("GET", url, headers=AUTH))
+        assert response.status_code == 404 and "error" in response.json(), raw_path
+    assert fake_upstream.seen == []
+
+
+async def test_any_model_name_is_stored_cleaned(database_url: str, pricing_file: Path,
+                                                fake_upstream: FakeUpstream) -> None:
+    settings = Settings(upstream="http://upstream.test/v1", database_url=database_url, pricing=pricing_file,
+                        admin_token=ADMIN_TOKEN)
+    app = create_app(settings, transport=httpx.ASGITransport(app=fake_upstream.app))
+    async with proxy_client(app) as client:
+        client.app = app  # type: ignore[attr-defined]
+        for model in ("m" * 300, "bad\u0000model", "ordinary"):
+            response = await client.post("/v1/embeddings", headers={**AUTH, "x-fake-no-usage": "1"},
+                                         json={"model": model, "input": "x"})
+            assert response.status_code == 200
+        stored = [record["model"] for record in await records(client)]
+    assert stored == ["m" * 256, "badmodel", "ordinary"]

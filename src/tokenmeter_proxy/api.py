@@ -90,21 +90,20 @@ class AdminAPI:
         return Response(status_code=204)
 
     async def stats(self, request: Request) -> Response:
-        query = request.query_params
         report = await run_in_threadpool(
-            reports.usage_stats, self.repository, self.prices(), period=query.get("period") or "7d",
-            now=self.clock(), currency=query.get("currency") or None, session_id=query.get("session_id") or None,
-            user_id=query.get("user_id") or None, model=query.get("model") or None,
+            reports.usage_stats, self.repository, self.prices(), period=_text_param(request, "period") or "7d",
+            now=self.clock(), currency=_text_param(request, "currency"), session_id=_text_param(request, "session_id"),
+            user_id=_text_param(request, "user_id"), model=_text_param(request, "model"),
         )
         return JSONResponse(report)
 
     async def sessions(self, request: Request) -> Response:
         limit = _int_param(request, "limit", default=50, maximum=1000)
-        offset = _int_param(request, "offset", default=0, minimum=0)
+        offset = _int_param(request, "offset", default=0, minimum=0, maximum=2**31 - 1)
         return JSONResponse(await run_in_threadpool(reports.sessions_page, self.repository, limit=limit, offset=offset))
 
     async def session(self, request: Request) -> Response:
-        session_id = request.path_params["session_id"]
+        session_id = _checked_text(request.path_params["session_id"], "session_id")
         limit = _int_param(request, "limit", default=1000, maximum=10_000)
         detail = await run_in_threadpool(reports.session_detail, self.repository, session_id, limit=limit)
         if detail is None:
@@ -112,17 +111,16 @@ class AdminAPI:
         return JSONResponse(detail)
 
     async def records(self, request: Request) -> Response:
-        query = request.query_params
         filters = Filters(
             since=_time_param(request, "since"), until=_time_param(request, "until"),
-            session_id=query.get("session_id") or None, user_id=query.get("user_id") or None,
-            model=query.get("model") or None,
+            session_id=_text_param(request, "session_id"), user_id=_text_param(request, "user_id"),
+            model=_text_param(request, "model"),
         )
         if filters.since and filters.until and filters.since > filters.until:
             raise BadRequest("since must not be after until", param="since")
         limit = _int_param(request, "limit", default=100, maximum=1000)
         page = await run_in_threadpool(
-            reports.records_page, self.repository, filters, limit=limit, cursor=query.get("cursor") or None
+            reports.records_page, self.repository, filters, limit=limit, cursor=_text_param(request, "cursor")
         )
         return JSONResponse(page)
 
@@ -132,7 +130,7 @@ class RequireAdminToken:
 
     def __init__(self, app: ASGIApp, *, token: str | None) -> None:
         self.app = app
-        self.expected = b"Bearer " + token.encode() if token else None
+        self.expected = token.encode() if token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not self._authorized(scope["headers"]):
@@ -147,7 +145,10 @@ class RequireAdminToken:
         if self.expected is None:
             return False
         presented = next((value for name, value in headers if name == b"authorization"), b"")
-        return hmac.compare_digest(presented, self.expected)
+        scheme, _, token = presented.partition(b" ")
+        # compare_digest whatever the scheme, so timing never tells a well-formed header from a bad one
+        matches = hmac.compare_digest(token.strip(), self.expected)
+        return matches and scheme.lower() == b"bearer"
 
 
 def _int_param(request: Request, name: str, *, default: int, minimum: int = 1, maximum: int | None = None) -> int:
@@ -164,15 +165,28 @@ def _int_param(request: Request, name: str, *, default: int, minimum: int = 1, m
     return value
 
 
-def _time_param(request: Request, name: str) -> dt.datetime | None:
+def _text_param(request: Request, name: str) -> str | None:
+    """A text parameter, None when absent or empty."""
     text = request.query_params.get(name)
+    return _checked_text(text, name) if text else None
+
+
+def _checked_text(text: str, name: str) -> str:
+    if "\x00" in text or len(text) > 1024:
+        raise BadRequest(f"{name} must be printable text of at most 1024 characters", param=name)
+    return text
+
+
+def _time_param(request: Request, name: str) -> dt.datetime | None:
+    text = _text_param(request, name)
     if not text:
         return None
     try:
         moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        moment = moment.astimezone(dt.UTC) if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    except (ValueError, OverflowError):
         raise BadRequest(
             f"{name} must be an ISO 8601 date or time, such as 2026-11-25 or 2026-11-25T14:00:00Z; got {text!r}",
             param=name,
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    return moment

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -95,7 +96,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await asyncio.to_thread(tokens.warm_up)
-        await gate.refresh()
+        await gate.load()
         tasks = [asyncio.create_task(task) for task in (writer.run(), prices.watch(), gate.watch())]
         try:
             yield
@@ -116,7 +117,10 @@ def create_app(
             *operations.routes(),
             Mount("/api", app=RequireAdminToken(Router(admin_api.routes()), token=settings.admin_token)),
         ],
-        exception_handlers={BadRequest: _bad_request, HTTPException: _http_error},  # type: ignore[dict-item]
+        exception_handlers={
+            BadRequest: _bad_request, HTTPException: _http_error, OperationalError: _database_down,
+            Exception: _server_error,
+        },
         lifespan=lifespan,
     )
     return TokenMeterApp(proxy, admin, writer=writer, prices=prices, client=client)
@@ -136,12 +140,25 @@ def _require_current_schema(engine: Engine, url: str) -> None:
         )
 
 
-async def _bad_request(request: Request, exc: BadRequest) -> Response:
+async def _bad_request(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BadRequest)
     kind = "not_found" if exc.status == 404 else "invalid_parameter"
     return JSONResponse(openai_error(exc.message, type="invalid_request_error", code=kind, param=exc.param),
                         status_code=exc.status)
 
 
-async def _http_error(request: Request, exc: HTTPException) -> Response:
+async def _database_down(request: Request, exc: Exception) -> Response:
+    log.error("admin API: the database is unreachable: %s", exc)
+    return JSONResponse(openai_error("The database is unreachable; usage is still being recorded. Try again shortly.",
+                                     type="service_unavailable", code="database_unavailable"), status_code=503)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return JSONResponse(openai_error("Internal error; the proxy's log has the details.", type="server_error"),
+                        status_code=500)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
     return JSONResponse(openai_error(str(exc.detail), type="invalid_request_error", code=None),
                         status_code=exc.status_code)

@@ -8,6 +8,7 @@ import asyncio
 import datetime as dt
 import functools
 import logging
+import threading
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -43,6 +44,9 @@ class BudgetGate:
         self.reservation_seconds = reservation_seconds
         self.metrics = metrics
         self._explicit: dict[tuple[str, str], list[Budget]] = {}
+        self._pending_refresh: asyncio.Future[None] | None = None
+        self._refreshes_started = 0
+        self._refresh_applied = 0
 
     async def admit(self, exchange: Exchange) -> Decision | None:
         """None when no budget applies; otherwise the decision, with the estimate reserved if admitted."""
@@ -72,17 +76,45 @@ class BudgetGate:
                 self.metrics.budget_refusals.labels(scope).inc()
         return decision
 
+    async def load(self) -> None:
+        """Load the budgets before the first request; with the database down, start without them
+        (`watch()` keeps trying) rather than not start at all."""
+        try:
+            await self.refresh()
+        except Exception as exc:  # the proxy must serve even when the database does not answer
+            log.error("budgets could not be loaded at startup (%s); they apply once the database answers", exc)
+
     async def refresh(self) -> None:
         """Reload the budget table into memory."""
+        self._refreshes_started += 1
+        ticket = self._refreshes_started
         budgets = await asyncio.to_thread(self.store.all)
+        if ticket < self._refresh_applied:
+            return  # a refresh that started later has already applied newer budgets
+        self._refresh_applied = ticket
         explicit: dict[tuple[str, str], list[Budget]] = defaultdict(list)
         for budget in budgets:
             explicit[(budget.scope, budget.subject or "*")].append(budget)
         self._explicit = dict(explicit)
 
     async def watch(self) -> None:
-        """Refresh every second (so other replicas' changes apply within about a second) and
-        purge reservations of crashed processes now and then, until cancelled."""
+        """Keep the cached budgets current until cancelled: at once when any process announces a
+        change (PostgreSQL), and every second regardless; purge reservations of crashed
+        processes now and then."""
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+        listener = threading.Thread(target=self.store.listen, name="budget-changes", daemon=True,
+                                    args=(lambda: loop.call_soon_threadsafe(self._refresh_soon), stop))
+        listener.start()
+        try:
+            await self._poll()
+        finally:
+            stop.set()
+
+    def _refresh_soon(self) -> None:
+        self._pending_refresh = asyncio.ensure_future(self.refresh())
+
+    async def _poll(self) -> None:
         rounds = 0
         while True:
             try:

@@ -85,7 +85,8 @@ class Settings:
 
     def _validate(self) -> None:
         upstream = urlsplit(self.upstream)
-        if upstream.scheme not in ("http", "https") or not upstream.netloc:
+        if (upstream.scheme not in ("http", "https") or not upstream.hostname or upstream.username is not None
+                or upstream.query or upstream.fragment):
             raise ConfigError(
                 f"TOKENMETER_UPSTREAM must be an http(s) URL with its version prefix, "
                 f"such as {DEFAULT_UPSTREAM}; got {self.upstream!r}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from . import tokens
 from .metrics import Metrics
 from .pricing import PriceTable
-from .request_body import RequestFacts
+from .request_body import RequestFacts, clean_model
 from .types import Clock, Usage, UsageRecord, UsageSink, UsageSource, utc_now
 from .usage import ResponseReading
 
@@ -47,14 +48,14 @@ class Meter:
         self.metrics = metrics
         self.clock = clock
 
-    def finish(
+    async def finish(
         self, exchange: Exchange, reading: ResponseReading, *, status: int | None, streamed: bool
     ) -> UsageRecord:
         """Record the exchange: the upstream's usage when it reported one; none for a request the
         upstream refused (it bills nothing); otherwise a tiktoken estimate of what was sent and
         what came back. Returns the record, already submitted."""
-        model = reading.model or exchange.facts.model
-        usage, source = self._usage(exchange, reading, status=status, model=model)
+        model = clean_model(reading.model or exchange.facts.model)
+        usage, source = await self._usage(exchange, reading, status=status, model=model)
         table = self.prices()
         record = UsageRecord(
             id=exchange.id,
@@ -78,15 +79,25 @@ class Meter:
             self.metrics.observe(record, model_key=table.resolve(model) if model else None)
         return record
 
-    def _usage(
+    def count_unmetered(self, status: int) -> None:
+        """Count a forwarded request that is not metered (models, files...)."""
+        if self.metrics is not None:
+            self.metrics.requests.labels("unmetered", str(status)).inc()
+
+    async def _usage(
         self, exchange: Exchange, reading: ResponseReading, *, status: int | None, model: str | None
     ) -> tuple[Usage, UsageSource]:
         if reading.usage is not None:
             return reading.usage, "upstream"
         if status is not None and status >= 400 and status != CLIENT_CLOSED_REQUEST:
             return Usage(), "upstream"
-        facts = exchange.facts
-        name = model or ""
-        input_tokens = tokens.count_input(facts.endpoint, name, facts.body, exchange.raw_body)
-        output_tokens = tokens.count_text(name, reading.output_text) if reading.output_parts else 0
-        return Usage(input_tokens=input_tokens, output_tokens=output_tokens), "estimated"
+        # Counting a large prompt takes milliseconds: off the event loop, so other streams never stall.
+        return await asyncio.to_thread(_estimate, exchange, reading, model), "estimated"
+
+
+def _estimate(exchange: Exchange, reading: ResponseReading, model: str | None) -> Usage:
+    """What the request sent and what came back, counted with tiktoken."""
+    facts = exchange.facts
+    input_tokens = tokens.count_input(facts.endpoint, model, facts.body, exchange.raw_body)
+    output_tokens = tokens.count_text(model, reading.output_text) if reading.output_parts else 0
+    return Usage(input_tokens=input_tokens, output_tokens=output_tokens)

@@ -12,6 +12,7 @@ read for usage. A non-streaming response is held until it ends, to add `X-TokenM
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from .asgi import ASGIApp, Message, Receive, Scope, Send, send_json
@@ -57,9 +58,12 @@ class TokenMeterMiddleware:
         request_id = new_request_id()
         endpoint = metered_endpoint(scope["method"], scope["path"])
         if endpoint is None:
-            await self.app(scope, receive, _tagged(send, request_id))
+            await self.app(scope, receive, _tagged(send, request_id, self.meter.count_unmetered))
             return
-        raw = await _read_body(receive, self.max_body_bytes)
+        try:
+            raw = await _read_body(receive, self.max_body_bytes)
+        except _ClientGone:
+            return  # the body never arrived whole: nothing is forwarded, nothing was used
         if raw is None:
             await send_json(send, 413, openai_error(
                 f"Request body too large: the limit is {self.max_body_bytes} bytes.",
@@ -91,7 +95,7 @@ class TokenMeterMiddleware:
             failed = True
             raise
         finally:
-            response.abandon(status=500 if failed and not response.started else CLIENT_CLOSED_REQUEST)
+            await response.abandon(status=500 if failed and not response.started else CLIENT_CLOSED_REQUEST)
 
     def _identity(self, headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None, str | None]:
         session = user = authorization = None
@@ -153,7 +157,7 @@ class _MeteredResponse:
         out = self.stream.feed(body) if body else b""
         if not more:
             out += self.stream.end()
-            self._record(self.stream.reading)
+            await self._record(self.stream.reading)
         if out or not more:
             await self.client_send({"type": "http.response.body", "body": out, "more_body": more})
 
@@ -163,7 +167,7 @@ class _MeteredResponse:
             return
         body = b"".join(self.parts)
         self.parts = []
-        record = self._record(read_json_response(self.exchange.facts.endpoint, body))
+        record = await self._record(read_json_response(self.exchange.facts.endpoint, body))
         assert self.start_message is not None
         start = self.start_message
         if record is not None and record.cost is not None:
@@ -171,23 +175,24 @@ class _MeteredResponse:
         await self.client_send(start)
         await self.client_send({"type": "http.response.body", "body": body, "more_body": False})
 
-    def _record(self, reading: ResponseReading) -> UsageRecord | None:
+    async def _record(self, reading: ResponseReading) -> UsageRecord | None:
         """Meter the exchange once. A metering fault is logged, never passed on to the client."""
         self.recorded = True
         try:
-            return self.meter.finish(self.exchange, reading, status=self.status, streamed=self.stream is not None)
+            return await self.meter.finish(self.exchange, reading, status=self.status,
+                                           streamed=self.stream is not None)
         except Exception:
             log.exception("metering request %s failed; the response is unaffected", self.exchange.id)
             return None
 
-    def abandon(self, *, status: int) -> None:
+    async def abandon(self, *, status: int) -> None:
         """The wrapped app stopped before the response ended (the client left, or it failed):
         record what was seen so far."""
         if self.recorded:
             return
         self.status = status
         reading = self.stream.reading if self.stream is not None else ResponseReading()
-        self._record(reading)
+        await self._record(reading)
 
 
 def _refusal_headers(decision: Decision, request_id: str) -> list[tuple[bytes, bytes]]:
@@ -210,14 +215,19 @@ def _budget_headers(decision: Decision) -> list[tuple[bytes, bytes]]:
     return headers
 
 
+class _ClientGone(Exception):
+    """The client disconnected before its request body was complete."""
+
+
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body, or None once it exceeds `limit` bytes."""
+    """The whole request body, or None once it exceeds `limit` bytes; `_ClientGone` if the
+    client leaves first (a truncated body must never be forwarded as if it were whole)."""
     parts: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return b"".join(parts)
+            raise _ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -259,12 +269,13 @@ def _is_event_stream(headers: list[tuple[bytes, bytes]]) -> bool:
     return False
 
 
-def _tagged(send: Send, request_id: str) -> Send:
-    """A `send` that adds the request id header to the response."""
+def _tagged(send: Send, request_id: str, count: Callable[[int], None]) -> Send:
+    """A `send` that adds the request id header to the response and counts it."""
     header = (REQUEST_ID_HEADER, request_id.encode())
 
     async def tagged(message: Message) -> None:
         if message["type"] == "http.response.start":
+            count(message["status"])
             message = {**message, "headers": [header, *message.get("headers", ())]}
         await send(message)
 

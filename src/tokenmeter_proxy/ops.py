@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
@@ -12,6 +13,8 @@ from starlette.routing import Route
 from .metrics import Metrics
 from .storage.repository import Repository
 from .storage.writer import RecordWriter
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,8 +37,8 @@ class Operations:
         try:
             await run_in_threadpool(self.repository.ping)
         except Exception as exc:  # any failure to reach the database means not ready
-            return JSONResponse({"status": "unavailable", "database": f"{type(exc).__name__}: {exc}"[:300]},
-                                status_code=503)
+            log.warning("not ready: the database is unreachable: %s", exc)  # details to the log, not to anyone
+            return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
         return JSONResponse({"status": "ready", "pending_records": self.writer.pending})
 
     async def metrics_text(self, request: Request) -> Response:

@@ -143,13 +143,15 @@ class _Checker:
         top = self.mapping(root, "the file", allowed=_TOP_KEYS)
         currency = "USD"
         if "currency" in top:
-            currency = self.string(top["currency"], "currency").upper()
+            currency = self.currency(top["currency"], "currency")
         unit_tokens = 1_000_000
         if "unit_tokens" in top:
             unit_tokens = self.positive_int(top["unit_tokens"], "unit_tokens")
         rates: dict[str, Decimal] = {}
         if "exchange_rates" in top:
-            for name, node in self.mapping(top["exchange_rates"], "exchange_rates").items():
+            rates_node = top["exchange_rates"]
+            for name, node in self.mapping(rates_node, "exchange_rates").items():
+                self.currency(node, f"exchange_rates.{name}", code=name)
                 rate = self.number(node, f"exchange_rates.{name}")
                 if rate is not None and rate <= 0:
                     self.fail(node, f"exchange_rates.{name}: must be greater than 0")
@@ -217,6 +219,13 @@ class _Checker:
                 self.fail(key_node, f"{what}: unknown key {key!r} (expected one of {', '.join(sorted(allowed))})")
             out[key] = value_node
         return out
+
+    def currency(self, node: yaml.Node, what: str, *, code: str | None = None) -> str:
+        """A currency code: 3 to 8 letters, such as USD or EUR."""
+        text = (code if code is not None else self.string(node, what)).upper()
+        if not (3 <= len(text) <= 8 and text.isascii() and text.isalpha()):
+            self.fail(node, f"{what}: a currency code is 3 to 8 letters, such as USD or EUR; got {text!r}")
+        return text
 
     def string(self, node: yaml.Node, what: str) -> str:
         if not isinstance(node, yaml.ScalarNode) or not node.value:

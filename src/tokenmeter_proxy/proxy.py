@@ -11,7 +11,7 @@ import httpx
 
 from .asgi import Receive, Scope, Send, send_json
 from .errors import openai_error
-from .upstream import error_response, request_headers, response_headers
+from .upstream import error_response, path_below, request_headers, response_headers
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,12 @@ class ForwardingApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert scope["type"] == "http"
         headers = scope["headers"]
+        rest = path_below(scope.get("raw_path") or scope["path"].encode(), self.prefix)
+        if rest is None:
+            await send_json(send, 404, openai_error(
+                "Unknown path: the proxy forwards paths below /v1/ without dot segments.",
+                type="invalid_request_error", code="unknown_url"))
+            return
         length = _content_length(headers)
         if length is not None and length > self.max_body_bytes:
             await self._too_large(send)
@@ -44,13 +50,15 @@ class ForwardingApp:
         if first["type"] != "http.request":
             return  # the client left before sending its body
         content: bytes | AsyncIterator[bytes] = first.get("body", b"")
+        forwarded = request_headers(headers, api_key=self.api_key)
         streamed_upload = first.get("more_body", False)
         if streamed_upload:
             content = self._rest_of_body(first.get("body", b""), receive)
-        request = self.client.build_request(
-            scope["method"], self._url(scope), headers=request_headers(headers, api_key=self.api_key),
-            content=content,
-        )
+            if length is not None:  # keep the client's framing: some upstreams refuse chunked uploads
+                forwarded.append((b"content-length", str(length).encode()))
+        query: bytes = scope.get("query_string", b"")
+        url = self.upstream + rest.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+        request = self.client.build_request(scope["method"], url, headers=forwarded, content=content)
         async with anyio.create_task_group() as tasks:
             if not streamed_upload:
                 tasks.start_soon(_cancel_on_disconnect, receive, tasks.cancel_scope)
@@ -86,14 +94,6 @@ class ForwardingApp:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    def _url(self, scope: Scope) -> str:
-        path: bytes = scope.get("raw_path") or scope["path"].encode()
-        if path.startswith(self.prefix):
-            path = path[len(self.prefix):]
-        url = self.upstream + path.decode("latin-1")
-        query: bytes = scope.get("query_string", b"")
-        return f"{url}?{query.decode('latin-1')}" if query else url
 
     async def _rest_of_body(self, first: bytes, receive: Receive) -> AsyncIterator[bytes]:
         size = len(first)

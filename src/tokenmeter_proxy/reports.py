@@ -114,7 +114,7 @@ def record_json(record: UsageRecord) -> dict[str, Any]:
         "id": record.id, "created_at": record.created_at, "session_id": record.session_id,
         "user_id": record.user_id, "api_key_id": record.api_key_id, "endpoint": record.endpoint,
         "model": record.model, "input_tokens": usage.input_tokens, "cached_input_tokens": usage.cached_input_tokens,
-        "cache_write_tokens": usage.cache_write_tokens, "output_tokens": usage.output_tokens,
+        "output_tokens": usage.output_tokens,
         "reasoning_tokens": usage.reasoning_tokens, "total_tokens": usage.total_tokens, "cost": record.cost,
         "currency": record.currency, "price_version": record.price_version, "usage_source": record.usage_source,
         "status_code": record.status_code, "streamed": record.streamed, "latency_ms": record.latency_ms,
@@ -130,8 +130,11 @@ def decode_cursor(text: str) -> Cursor:
     """The cursor `encode_cursor` made; `BadRequest` for anything else."""
     try:
         moment, _, record_id = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode().partition("|")
-        return Cursor(created_at=dt.datetime.fromisoformat(moment), id=record_id)
-    except ValueError:
+        created_at = dt.datetime.fromisoformat(moment).astimezone(dt.UTC)
+        if "\x00" in record_id:
+            raise ValueError(record_id)
+        return Cursor(created_at=created_at, id=record_id)
+    except (ValueError, OverflowError):
         raise BadRequest("invalid cursor: pass the next_cursor of a previous page", param="cursor") from None
 
 

@@ -102,6 +102,12 @@ def clean_identity(value: str) -> str | None:
     return cleaned or None
 
 
+def clean_model(value: str | None) -> str | None:
+    """A model name fit to store: whatever a client or server sent, printable and at most 256
+    characters, so no record is ever refused by the database for its model."""
+    return None if value is None else clean_identity(value)
+
+
 def api_key_id(authorization: str | None) -> str | None:
     """First 16 hex characters of the SHA-256 of the bearer key; the key itself is never kept."""
     if not authorization:

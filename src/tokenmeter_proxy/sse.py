@@ -26,24 +26,37 @@ class SSEDecoder:
     def __init__(self) -> None:
         self._buffer = b""  # bytes of the event in progress (and of lines not yet ended)
         self._scanned = 0  # how far into _buffer complete lines have been parsed
+        self._tail: list[bytes] = []  # reads holding no line ending, not yet joined to _buffer
         self._event = ""
         self._data: list[bytes] = []
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Add bytes; return the events they complete, in order."""
-        if not chunk:
+        if b"\n" not in chunk and b"\r" not in chunk:
+            # Nothing can end here: keep the read aside, so a long line arriving in many small
+            # reads is joined and scanned once, not once per read.
+            if chunk:
+                self._tail.append(chunk)
             return []
+        self._join_tail()
         self._buffer = self._buffer + chunk if self._buffer else chunk
         return self._parse(final=False)
 
     def flush(self) -> list[ServerSentEvent]:
         """At the end of the stream: events that a final "\r" completes. An event left without
         its closing empty line is dropped, as the specification says; `pending()` keeps its bytes."""
+        self._join_tail()
         return self._parse(final=True)
 
     def pending(self) -> bytes:
         """Bytes received but not part of any completed event (forward them at the end)."""
+        self._join_tail()
         return self._buffer
+
+    def _join_tail(self) -> None:
+        if self._tail:
+            self._buffer = b"".join([self._buffer, *self._tail])
+            self._tail = []
 
     def _parse(self, *, final: bool) -> list[ServerSentEvent]:
         buffer = self._buffer

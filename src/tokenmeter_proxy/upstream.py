@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from http.cookiejar import Cookie, CookieJar
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import httpx
 
@@ -68,6 +69,22 @@ def response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, by
     """The upstream's response headers as the client should get them."""
     named = _connection_tokens(headers)
     return [(name, value) for name, value in headers if name.lower() not in HOP_BY_HOP and name.lower() not in named]
+
+
+def path_below(raw_path: bytes, prefix: bytes) -> bytes | None:
+    """The part of a request path after the proxy's prefix (`/v1/chat/completions` -> `/chat/completions`),
+    or None when the path is not below the prefix or has dot segments, plain or percent-encoded:
+    a request must never reach anything but the configured upstream's own paths."""
+    if raw_path == prefix:
+        return b""
+    if not raw_path.startswith(prefix + b"/"):
+        return None
+    rest = raw_path[len(prefix):]
+    if b"." in rest or b"%" in rest:
+        decoded = unquote_to_bytes(rest)
+        if any(segment in (b".", b"..") for segment in decoded.replace(b"\\", b"/").split(b"/")):
+            return None
+    return rest
 
 
 def error_response(exc: httpx.HTTPError) -> tuple[int, dict[str, Any]]:

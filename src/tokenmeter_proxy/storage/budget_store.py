@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -26,7 +27,9 @@ from ..budgets import Applied, Budget, Decision, Estimate, Standing, period_star
 from .repository import records_table, reservations_table
 from .tables import BudgetRow, cost_from_e10, cost_to_e10
 
+log = logging.getLogger(__name__)
 budgets_table = BudgetRow.__table__  # type: ignore[attr-defined]
+_CHANNEL = "tokenmeter_budgets"
 _SUBJECT_COLUMN = {"session": "session_id", "user": "user_id", "key": "api_key_id"}
 
 
@@ -59,12 +62,15 @@ class BudgetStore:
                     scope=budget.scope, subject=budget.subject, period=budget.period, created_at=_naive(now),
                     **values)).inserted_primary_key[0]  # type: ignore[index]
                 created = True
+            self._announce(connection)
         return Budget(**{**budget.__dict__, "id": int(budget_id)}), created
 
     def delete(self, budget_id: int) -> bool:
         """Remove a budget; False when there was none with that id."""
         with self._transaction() as connection:
-            return bool(connection.execute(delete(budgets_table).where(budgets_table.c.id == budget_id)).rowcount)
+            deleted = bool(connection.execute(delete(budgets_table).where(budgets_table.c.id == budget_id)).rowcount)
+            self._announce(connection)
+        return deleted
 
     def standings(self, applied: list[Applied], *, now: dt.datetime) -> list[Standing]:
         """Spent and reserved, now, for each applied budget (one consistent read)."""
@@ -102,6 +108,31 @@ class BudgetStore:
         with self._transaction() as connection:
             return int(connection.execute(
                 delete(reservations_table).where(reservations_table.c.expires_at <= _naive(now))).rowcount)
+
+    def listen(self, on_change: Callable[[], None], stop: threading.Event) -> None:
+        """Blocking, for a thread of its own: call `on_change` whenever any process changes a
+        budget, until `stop` is set. PostgreSQL LISTEN/NOTIFY, so every replica applies a new
+        budget within milliseconds; on SQLite (one process) it returns at once."""
+        if not self._postgres:
+            return
+        connect_args, connect_params = self.engine.dialect.create_connect_args(self.engine.url)
+        while not stop.is_set():
+            try:
+                with self.engine.dialect.loaded_dbapi.connect(*connect_args, **connect_params,
+                                                              autocommit=True) as connection:
+                    connection.execute(f"LISTEN {_CHANNEL}")
+                    on_change()  # catch up with whatever changed while not listening
+                    while not stop.is_set():
+                        for _ in connection.notifies(timeout=1.0, stop_after=1):
+                            on_change()
+            except Exception as exc:  # the database went away: listen again once it is back
+                log.warning("listening for budget changes failed (%s); retrying", exc)
+                stop.wait(1.0)
+
+    def _announce(self, connection: Connection) -> None:
+        """Tell every process sharing the database that the budgets changed (on commit)."""
+        if self._postgres:
+            connection.execute(text(f"SELECT pg_notify('{_CHANNEL}', '')"))
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Connection]:

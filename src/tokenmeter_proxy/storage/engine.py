@@ -25,7 +25,8 @@ def engine_from_url(url: str) -> Engine:
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         try:
-            return create_engine(parsed, pool_size=10, max_overflow=10, pool_pre_ping=True, pool_recycle=1800)
+            return create_engine(parsed, pool_size=10, max_overflow=10, pool_pre_ping=True, pool_recycle=1800,
+                                 connect_args={"connect_timeout": 5})
         except ModuleNotFoundError:
             raise ConfigError(
                 "PostgreSQL needs the psycopg driver: pip install 'tokenmeter-proxy[postgres]'"

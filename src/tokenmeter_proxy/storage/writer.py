@@ -23,13 +23,12 @@ class RecordWriter:
         self.retry_delay = retry_delay
         self.written = 0
         self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._in_flight = 0  # records taken from the queue whose batch is not stored yet
 
     @property
     def pending(self) -> int:
         """Records submitted but not yet stored."""
-        return self._queue.qsize() + (0 if self._idle.is_set() else 1)
+        return self._queue.qsize() + self._in_flight
 
     def submit(self, record: UsageRecord) -> None:
         """Queue a record for storage; never blocks, never raises."""
@@ -39,16 +38,17 @@ class RecordWriter:
         """Store queued records until cancelled; a failed batch is retried, never dropped."""
         while True:
             batch = [await self._queue.get()]
-            self._idle.clear()
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            await self._store(batch)
-            if self._queue.empty():
-                self._idle.set()
+            self._in_flight = len(batch)
+            try:
+                await self._store(batch)
+            finally:
+                self._in_flight = 0
 
     async def drain(self) -> None:
         """Wait until everything submitted so far is stored."""
-        while not (self._queue.empty() and self._idle.is_set()):
+        while self.pending:
             await asyncio.sleep(0.01)
 
     async def _store(self, batch: list[UsageRecord]) -> None:
