@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
+from tokenmeter_proxy.errors import UpstreamError, UpstreamTimeout
 from tokenmeter_proxy.upstream import error_response, path_below, request_headers, response_headers
 
 
@@ -39,6 +39,6 @@ def test_hop_by_hop_headers_and_those_connection_names_stay_behind() -> None:
 
 
 def test_failures_before_the_first_byte_read_like_openai_errors() -> None:
-    assert error_response(httpx.ConnectTimeout("slow"))[0] == 504
-    status, body = error_response(httpx.ConnectError("refused"))
+    assert error_response(UpstreamTimeout("slow"))[0] == 504
+    status, body = error_response(UpstreamError("refused"))
     assert status == 502 and body["error"]["code"] == "upstream_unreachable" and "refused" in body["error"]["message"]

@@ -3,7 +3,9 @@
     TokenMeterError
     ├── ConfigError        a setting is missing or malformed (fail fast at startup)
     ├── PricingError       the pricing file is unusable; carries line-precise messages
-    └── BadRequest         an admin API parameter is invalid (becomes a 4xx JSON error)
+    ├── BadRequest         an admin API parameter is invalid (becomes a 4xx JSON error)
+    └── UpstreamError      the upstream could not be reached, or broke off (502)
+        └── UpstreamTimeout    it did not answer in time (504)
 """
 
 from __future__ import annotations
@@ -35,6 +37,14 @@ class BadRequest(TokenMeterError):
         self.message = message
         self.param = param
         self.status = status
+
+
+class UpstreamError(TokenMeterError):
+    """The upstream could not be reached, refused the connection, or broke off mid-response."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream did not connect or answer within its timeout."""
 
 
 def openai_error(

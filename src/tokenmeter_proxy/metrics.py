@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from .types import UsageRecord
@@ -42,17 +44,36 @@ class Metrics:
             "tokenmeter_records_pending", "Usage records waiting to be stored.", registry=self.registry,
         )
 
+        # Label lookups cost more than the counting: keep each label set's children at hand.
+        self._per_request: dict[tuple[str, int | None, bool], tuple[Any, Any]] = {}
+        self._per_model: dict[tuple[str, str], tuple[Any, ...]] = {}
+
     def observe(self, record: UsageRecord, *, model_key: str | None) -> None:
         """Count one finished record."""
         model = model_key or "unpriced"
         usage = record.usage
-        self.requests.labels(record.endpoint, str(record.status_code)).inc()
-        self.tokens.labels(model, "input").inc(usage.input_tokens)
-        self.tokens.labels(model, "cached_input").inc(usage.cached_input_tokens)
-        self.tokens.labels(model, "output").inc(usage.output_tokens)
+        key = (record.endpoint, record.status_code, record.streamed)
+        per_request = self._per_request.get(key)
+        if per_request is None:
+            per_request = self._per_request[key] = (
+                self.requests.labels(record.endpoint, str(record.status_code)),
+                self.latency.labels(record.endpoint, "true" if record.streamed else "false"),
+            )
+        per_model = self._per_model.get((model, record.currency))
+        if per_model is None:
+            per_model = self._per_model[(model, record.currency)] = (
+                self.tokens.labels(model, "input"), self.tokens.labels(model, "cached_input"),
+                self.tokens.labels(model, "output"), self.cost.labels(model, record.currency),
+            )
+        requests, latency = per_request
+        input_tokens, cached_input_tokens, output_tokens, cost = per_model
+        requests.inc()
+        input_tokens.inc(usage.input_tokens)
+        cached_input_tokens.inc(usage.cached_input_tokens)
+        output_tokens.inc(usage.output_tokens)
         if record.cost is not None:
-            self.cost.labels(model, record.currency).inc(float(record.cost))
-        self.latency.labels(record.endpoint, "true" if record.streamed else "false").observe(record.latency_ms / 1000)
+            cost.inc(float(record.cost))
+        latency.observe(record.latency_ms / 1000)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

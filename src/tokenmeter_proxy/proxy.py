@@ -3,32 +3,31 @@ byte for byte, streamed as it arrives. It knows nothing of metering; the middlew
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
-
-import anyio
-import httpx
+from types import TracebackType
 
 from .asgi import Receive, Scope, Send, send_json
-from .errors import openai_error
-from .upstream import error_response, path_below, request_headers, response_headers
+from .errors import UpstreamError, openai_error
+from .upstream import Body, Upstream, error_response, path_below, request_headers, response_headers
 
 log = logging.getLogger(__name__)
 
 
 class ForwardingApp:
-    """A raw ASGI app that relays requests to one fixed upstream through one pooled client.
+    """A raw ASGI app that relays requests to one fixed upstream.
 
     When the client disconnects, the upstream request is closed at once, whether the
     upstream is still thinking or halfway through a stream.
     """
 
     def __init__(
-        self, client: httpx.AsyncClient, upstream: str, *, api_key: str | None = None, prefix: str = "/v1",
+        self, upstream: Upstream, *, base_path: bytes, api_key: str | None = None, prefix: str = "/v1",
         max_body_bytes: int = 52_428_800,
     ) -> None:
-        self.client = client
-        self.upstream = upstream.rstrip("/")
+        self.upstream = upstream
+        self.base_path = base_path
         self.api_key = api_key
         self.prefix = prefix.encode()
         self.max_body_bytes = max_body_bytes
@@ -49,50 +48,47 @@ class ForwardingApp:
         first = await receive()
         if first["type"] != "http.request":
             return  # the client left before sending its body
-        content: bytes | AsyncIterator[bytes] = first.get("body", b"")
+        body: Body = first.get("body", b"")
         forwarded = request_headers(headers, api_key=self.api_key)
         streamed_upload = first.get("more_body", False)
         if streamed_upload:
-            content = self._rest_of_body(first.get("body", b""), receive)
+            body = self._rest_of_body(first.get("body", b""), receive)
             if length is not None:  # keep the client's framing: some upstreams refuse chunked uploads
                 forwarded.append((b"content-length", str(length).encode()))
         query: bytes = scope.get("query_string", b"")
-        url = self.upstream + rest.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
-        request = self.client.build_request(scope["method"], url, headers=forwarded, content=content)
-        async with anyio.create_task_group() as tasks:
+        target = self.base_path + rest + (b"?" + query if query else b"")
+        async with _CancelOnDisconnect(receive) as watch:
             if not streamed_upload:
-                tasks.start_soon(_cancel_on_disconnect, receive, tasks.cancel_scope)
-            await self._exchange(request, send, receive, tasks if streamed_upload else None)
-            tasks.cancel_scope.cancel()
+                watch.start()
+            await self._exchange(scope["method"], target, forwarded, body, send,
+                                 watch if streamed_upload else None)
 
     async def _exchange(
-        self, request: httpx.Request, send: Send, receive: Receive, watch_later: anyio.abc.TaskGroup | None
+        self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: Body, send: Send,
+        watch_later: _CancelOnDisconnect | None,
     ) -> None:
         try:
-            response = await self.client.send(request, stream=True)
+            response = await self.upstream.send(method, target, headers, body)
         except _BodyTooLarge:
             await self._too_large(send)
             return
-        except httpx.HTTPError as exc:
-            log.warning("upstream request %s %s failed: %r", request.method, request.url, exc)
-            status, body = error_response(exc)
-            await send_json(send, status, body)
+        except UpstreamError as exc:
+            log.warning("upstream request %s %s failed: %s", method, target.decode("latin-1"), exc)
+            status, error = error_response(exc)
+            await send_json(send, status, error)
             return
         if watch_later is not None:
-            watch_later.start_soon(_cancel_on_disconnect, receive, watch_later.cancel_scope)
+            watch_later.start()
         try:
-            await send({
-                "type": "http.response.start", "status": response.status_code,
-                "headers": response_headers(response.headers.raw),
-            })
-            async for chunk in response.aiter_raw():
+            await send({"type": "http.response.start", "status": response.status,
+                        "headers": response_headers(response.headers)})
+            async for chunk in response:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except httpx.HTTPError as exc:
+        except UpstreamError as exc:
             # The status line is sent: end the body cleanly, as a client expects of a cut stream.
-            log.warning("upstream response to %s %s broke off: %r", request.method, request.url, exc)
+            log.warning("upstream response to %s %s broke off: %s", method, target.decode("latin-1"), exc)
         finally:
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
+            await response.aclose()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _rest_of_body(self, first: bytes, receive: Receive) -> AsyncIterator[bytes]:
@@ -101,7 +97,7 @@ class ForwardingApp:
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                raise _BodyTooLarge if size > self.max_body_bytes else httpx.ReadError("client disconnected")
+                raise _BodyTooLarge if size > self.max_body_bytes else UpstreamError("the client disconnected")
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
@@ -121,12 +117,37 @@ class _BodyTooLarge(Exception):
     """The client's streamed body passed the size limit while it was being forwarded."""
 
 
-async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            scope.cancel()
-            return
+class _CancelOnDisconnect:
+    """Cancels the request's task when the client disconnects, and absorbs that cancellation
+    on the way out (the technique of `asyncio.timeout()`, with a disconnect for a deadline).
+    One watcher task per request: an anyio task group cost about 100 us more."""
+
+    def __init__(self, receive: Receive) -> None:
+        self.receive = receive
+        self.task = asyncio.current_task()
+        self.watcher: asyncio.Task[None] | None = None
+        self.fired = False
+
+    def start(self) -> None:
+        self.watcher = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
+        if self.task is not None:
+            self.fired = True
+            self.task.cancel()
+
+    async def __aenter__(self) -> _CancelOnDisconnect:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> bool:
+        if self.watcher is not None:
+            self.watcher.cancel()
+        # Ours to absorb only if no one else cancelled the task too (a server shutting down).
+        return self.fired and self.task is not None and self.task.uncancel() == 0 and kind is asyncio.CancelledError
 
 
 def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:

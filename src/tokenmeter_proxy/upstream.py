@@ -1,57 +1,202 @@
-"""The upstream connection: one pooled HTTP client, header filtering, and upstream errors as
-OpenAI-style responses. The transport is chosen here and nowhere else."""
+"""The upstream connection: who carries requests to the one configured upstream, which headers
+cross, and how failures read. The client is chosen here (`create_upstream`) and nowhere else.
+
+The forwarder sees only the small `Upstream` interface below. Two implementations:
+`AiohttpUpstream` (production: aiohttp's pool, whose cost does not grow with open connections,
+unlike httpcore's, httpx issue #3215) and `HttpxUpstream`, which puts any httpx transport
+behind the same interface (tests fake the upstream with `httpx.MockTransport` or
+`httpx.ASGITransport`).
+"""
 
 from __future__ import annotations
 
-from http.cookiejar import Cookie, CookieJar
-from typing import Any
-from urllib.parse import unquote_to_bytes
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import unquote_to_bytes, urlsplit
 
+import aiohttp
 import httpx
+from multidict import CIMultiDict
 
 from .config import Settings
-from .errors import openai_error
+from .errors import UpstreamError, UpstreamTimeout, openai_error
 
 # RFC 9110 section 7.6.1: meaningful for one connection only, never forwarded.
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"proxy-connection",
     b"te", b"trailer", b"transfer-encoding", b"upgrade",
 })
+Headers = list[tuple[bytes, bytes]]
+Body = bytes | AsyncIterator[bytes]
 
 
-class _NoCookies(CookieJar):
-    """A jar that keeps nothing: a shared client must never carry one user's cookies to another."""
+class UpstreamResponse(Protocol):
+    """A response whose body has not been read: iterate it for chunks as they arrive, then
+    `aclose()` (closing early drops the connection, so the upstream stops)."""
 
-    def set_cookie(self, cookie: Cookie) -> None:
-        return None
+    status: int
+    headers: Headers
 
-    def extract_cookies(self, response: Any, request: Any) -> None:
-        return None
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
 
-
-def create_client(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
-    """The pooled client every proxied request goes through.
-
-    Timeouts suit LLM calls: a non-streaming reasoning request may think for minutes before
-    its first byte, so the read timeout is long; connecting should be quick.
-    """
-    timeout = httpx.Timeout(
-        connect=settings.upstream_connect_timeout, read=settings.upstream_read_timeout,
-        write=settings.upstream_write_timeout, pool=settings.upstream_connect_timeout,
-    )
-    limits = httpx.Limits(
-        max_connections=settings.upstream_max_connections,
-        max_keepalive_connections=settings.upstream_max_connections, keepalive_expiry=30,
-    )
-    if transport is None:
-        transport = httpx.AsyncHTTPTransport(limits=limits, retries=0)
-    return httpx.AsyncClient(
-        transport=transport, timeout=timeout, limits=limits, cookies=_NoCookies(), follow_redirects=False,
-        trust_env=False,
-    )
+    async def aclose(self) -> None: ...
 
 
-def request_headers(headers: list[tuple[bytes, bytes]], *, api_key: str | None) -> list[tuple[bytes, bytes]]:
+class Upstream(Protocol):
+    """Carries requests to one origin. `target` is the path and query (`/v1/models?x=1`).
+    A streamed `body` is sent with the `content-length` in `headers`, else chunked.
+    Raises `UpstreamTimeout` or `UpstreamError`, also while a body is read."""
+
+    async def send(self, method: str, target: bytes, headers: Headers, body: Body) -> UpstreamResponse: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds. `read` is the longest silence while waiting for a response or its next bytes:
+    a reasoning model may think for minutes before its first byte."""
+
+    connect: float = 10.0
+    read: float = 600.0
+    write: float = 60.0
+
+
+def create_upstream(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> Upstream:
+    """The upstream client for `settings`; with `transport`, that httpx transport instead."""
+    timeouts = Timeouts(connect=settings.upstream_connect_timeout, read=settings.upstream_read_timeout,
+                        write=settings.upstream_write_timeout)
+    origin = origin_of(settings.upstream)
+    if transport is not None:
+        return HttpxUpstream(transport, origin, timeouts=timeouts)
+    return AiohttpUpstream(origin, timeouts=timeouts, max_connections=settings.upstream_max_connections)
+
+
+def origin_of(url: str) -> str:
+    """`scheme://host[:port]` of a URL."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def base_path(url: str) -> bytes:
+    """The path of the upstream URL, without its trailing slash: `/v1`."""
+    return urlsplit(url).path.rstrip("/").encode()
+
+
+class AiohttpUpstream:
+    """aiohttp's connection pool, used without cookie jar, decompression or default headers:
+    bytes pass as they are, and nothing of one user's request leaks into another's."""
+
+    def __init__(self, origin: str, *, timeouts: Timeouts, max_connections: int) -> None:
+        self.origin = origin
+        self.timeouts = timeouts
+        self.max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=timeouts.connect,
+                                              sock_read=timeouts.read)
+
+    def _open(self) -> aiohttp.ClientSession:
+        # Made on first use: an aiohttp connector belongs to the running event loop.
+        connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0, keepalive_timeout=30)
+        self._session = aiohttp.ClientSession(
+            base_url=self.origin, connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"), trust_env=False,
+        )
+        return self._session
+
+    async def send(self, method: str, target: bytes, headers: Headers, body: Body) -> UpstreamResponse:
+        session = self._session or self._open()
+        fields = CIMultiDict((name.decode("latin-1"), value.decode("latin-1")) for name, value in headers)
+        with _aiohttp_errors():
+            response = await session.request(
+                method, target.decode("latin-1"), headers=fields, data=body or None, allow_redirects=False,
+                timeout=self._timeout,
+            )
+        return _AiohttpResponse(response)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+class _AiohttpResponse:
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.response = response
+        self.status = response.status
+        self.headers: Headers = list(response.raw_headers)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        content = self.response.content
+        with _aiohttp_errors():
+            while chunk := await content.readany():
+                yield chunk
+
+    async def aclose(self) -> None:
+        if self.response.content.is_eof():
+            self.response.release()  # read to the end: the connection goes back to the pool
+        else:
+            self.response.close()  # cut short: close the connection, so the upstream stops
+
+
+@contextlib.contextmanager
+def _aiohttp_errors() -> Iterator[None]:
+    try:
+        yield
+    except TimeoutError as exc:  # aiohttp's connect and read timeouts are TimeoutErrors
+        raise UpstreamTimeout(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+
+
+class HttpxUpstream:
+    """Any httpx transport behind the `Upstream` interface."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport, origin: str, *, timeouts: Timeouts) -> None:
+        self.transport = transport
+        self.origin = origin
+        self.timeout = {"connect": timeouts.connect, "read": timeouts.read, "write": timeouts.write,
+                        "pool": timeouts.connect}
+
+    async def send(self, method: str, target: bytes, headers: Headers, body: Body) -> UpstreamResponse:
+        request = httpx.Request(method, self.origin + target.decode("latin-1"), headers=headers, content=body,
+                                extensions={"timeout": self.timeout})
+        with _httpx_errors():
+            response = await self.transport.handle_async_request(request)
+        return _HttpxResponse(response)
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+
+class _HttpxResponse:
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.status = response.status_code
+        self.headers: Headers = list(response.headers.raw)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        stream: Any = self.response.stream
+        with _httpx_errors():
+            async for chunk in stream:
+                yield chunk
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
+
+
+@contextlib.contextmanager
+def _httpx_errors() -> Iterator[None]:
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise UpstreamTimeout(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+    except httpx.HTTPError as exc:
+        raise UpstreamError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+
+
+def request_headers(headers: Headers, *, api_key: str | None) -> Headers:
     """The client's headers as the upstream should get them: less hop-by-hop headers, `host`
     and `content-length` (the client library sets both), and with our key if one is set."""
     named = _connection_tokens(headers)
@@ -65,7 +210,7 @@ def request_headers(headers: list[tuple[bytes, bytes]], *, api_key: str | None) 
     return out
 
 
-def response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def response_headers(headers: Headers) -> Headers:
     """The upstream's response headers as the client should get them."""
     named = _connection_tokens(headers)
     return [(name, value) for name, value in headers if name.lower() not in HOP_BY_HOP and name.lower() not in named]
@@ -87,20 +232,16 @@ def path_below(raw_path: bytes, prefix: bytes) -> bytes | None:
     return rest
 
 
-def error_response(exc: httpx.HTTPError) -> tuple[int, dict[str, Any]]:
+def error_response(exc: UpstreamError) -> tuple[int, dict[str, Any]]:
     """An upstream failure before any response byte, as the status and OpenAI-style body to send."""
-    if isinstance(exc, httpx.TimeoutException):
-        return 504, openai_error(
-            f"The upstream did not answer in time ({type(exc).__name__}).", type="upstream_timeout",
-            code="upstream_timeout",
-        )
-    return 502, openai_error(
-        f"The upstream could not be reached: {type(exc).__name__}: {exc}".rstrip(": "), type="upstream_error",
-        code="upstream_unreachable",
-    )
+    if isinstance(exc, UpstreamTimeout):
+        return 504, openai_error(f"The upstream did not answer in time ({exc}).", type="upstream_timeout",
+                                 code="upstream_timeout")
+    return 502, openai_error(f"The upstream could not be reached: {exc}", type="upstream_error",
+                             code="upstream_unreachable")
 
 
-def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
+def _connection_tokens(headers: Headers) -> set[bytes]:
     """Headers a `Connection` header names are hop-by-hop too."""
     named: set[bytes] = set()
     for name, value in headers:
