@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install dev clean
+.PHONY: run test lint bench install dev clean
 
 run: $(VENV)/.installed
 	$(BIN)/tokenmeter-proxy migrate
@@ -18,6 +18,12 @@ test: $(VENV)/.dev
 lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests migrations
 	$(BIN)/mypy
+
+# make bench: direct vs naive pass-throughs vs tokenmeter (SQLite, PostgreSQL, with a budget), as ratios
+bench: $(VENV)/.dev
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 install: $(VENV)/.installed
 dev: $(VENV)/.dev

@@ -1,0 +1,106 @@
+"""Profile the proxy under load with py-spy and print where the time goes, by function and by
+layer (uvicorn, our middleware, the upstream client, metering, storage...).
+
+    .venv/bin/python bench/profile.py --scenario nonstream --seconds 10 > bench/profile-nonstream.md
+
+Runs the fake upstream and the proxy (SQLite) like bench/run.py, samples the proxy at 250 Hz
+while wrk (or the stream load) runs, and summarises the samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from run import HERE, PROXY, PYTHON, ROOT, free_port, start, stop, wait_port, wrk
+
+LAYERS = [  # first match wins, checked against each frame from the leaf up
+    ("tiktoken (token counting)", ("tiktoken",)),
+    ("orjson / SSE / usage reading", ("tokenmeter_proxy/sse.py", "tokenmeter_proxy/usage.py",
+                                      "tokenmeter_proxy/request_body.py")),
+    ("metering + pricing + metrics", ("tokenmeter_proxy/metering.py", "tokenmeter_proxy/pricing.py",
+                                      "tokenmeter_proxy/metrics.py", "prometheus_client", "decimal")),
+    ("budgets", ("tokenmeter_proxy/budget",)),
+    ("storage (writer thread, SQL)", ("tokenmeter_proxy/storage", "sqlalchemy", "sqlite3")),
+    ("upstream client", ("tokenmeter_proxy/http1.py", "tokenmeter_proxy/upstream.py", "aiohttp", "httpx",
+                         "httpcore")),
+    ("middleware + forwarder", ("tokenmeter_proxy/middleware.py", "tokenmeter_proxy/proxy.py",
+                                "tokenmeter_proxy/app.py")),
+    ("uvicorn + httptools", ("uvicorn", "httptools")),
+    ("event loop (uvloop/asyncio)", ("uvloop", "asyncio")),
+]
+
+
+def summarise(raw: Path) -> str:
+    """Collapsed stacks (py-spy --format raw) to two tables: by layer and by leaf function."""
+    layers: collections.Counter[str] = collections.Counter()
+    leaves: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = stack.split(";")
+        leaves[frames[-1]] += count
+        layers[_layer(frames)] += count
+    lines = ["| layer | share of samples |", "|---|---|"]
+    lines += [f"| {name} | {count / total:.1%} |" for name, count in layers.most_common()]
+    lines += ["", "| leaf function (self time) | share |", "|---|---|"]
+    lines += [f"| `{name}` | {count / total:.1%} |" for name, count in leaves.most_common(25)]
+    return "\n".join(lines)
+
+
+def _layer(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        for name, markers in LAYERS:
+            if any(marker in frame for marker in markers):
+                return name
+    return "other (idle, interpreter)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenario", choices=["nonstream", "stream"], default="nonstream")
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--concurrency", type=int, default=64)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="tokenmeter-profile-"))
+    log = open(workdir / "processes.log", "ab")  # noqa: SIM115 (closed below)
+    upstream_port, port = free_port(), free_port()
+    database = f"sqlite:///{workdir / 'profile.db'}"
+    subprocess.run([PROXY, "migrate", "--database-url", database], check=True, stdout=log)
+    upstream = start([PYTHON, str(HERE / "upstream.py"), "--port", str(upstream_port)], "1", log)
+    proxy = start([PROXY, "serve", "--port", str(port), "--upstream", f"http://127.0.0.1:{upstream_port}/v1",
+                   "--database-url", database, "--pricing", str(ROOT / "config" / "pricing.yaml")], "0", log)
+    raw = workdir / "profile.txt"
+    try:
+        wait_port(upstream_port, upstream)
+        wait_port(port, proxy)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        wrk(url, args.concurrency, 2, "1", [])
+        spy = subprocess.Popen(["py-spy", "record", "-p", str(proxy.pid), "-r", "250", "-d", str(args.seconds),
+                                "-f", "raw", "-o", str(raw), "--threads", "--nonblocking"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if args.scenario == "nonstream":
+            wrk(url, args.concurrency, args.seconds, "1", [])
+        else:
+            subprocess.run(["taskset", "-c", "1", PYTHON, str(HERE / "streamload.py"), "--url", url,
+                            "--streams", "256", "--duration", str(args.seconds)], capture_output=True)
+        spy.wait(args.seconds + 30)
+    finally:
+        stop(proxy)
+        stop(upstream)
+        log.close()
+    print(f"## Profile: {args.scenario}, {args.seconds} s, py-spy at 250 Hz, all threads\n")
+    print(summarise(raw))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
+    main()

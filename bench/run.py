@@ -1,0 +1,353 @@
+"""Benchmark tokenmeter-proxy against calling the upstream directly and against naive
+pass-through proxies, in one run, and print ratios (absolute figures drift on shared machines;
+ratios taken in one run do not).
+
+    make bench                                   # everything below, ~6 minutes
+    .venv/bin/python bench/run.py --only direct,tokenmeter --scenarios nonstream --duration 5
+
+Targets: direct, naive_httpx, naive_aiohttp (bench/baselines.py), tokenmeter (SQLite),
+tokenmeter_pg (PostgreSQL), and tokenmeter_budget / tokenmeter_pg_budget, where a default
+budget applies to every request (each is estimated with tiktoken and reserved first).
+Each proxy runs pinned to --proxy-cores; the fake upstream and the load generators share the
+other cores. CPU per request is the utime+stime of the proxy's whole process tree (threads and
+workers included) over the measurement, divided by completed requests.
+Scenarios: nonstream (wrk at each --concurrency), stream (bench/streamload.py at each --streams),
+bigprompt (small requests beside 100,000-token prompts), memory (RSS over --memory-requests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PYTHON = sys.executable
+PROXY = str(Path(sys.executable).with_name("tokenmeter-proxy"))
+TICK = os.sysconf("SC_CLK_TCK")
+POSTGRES = os.environ.get("TOKENMETER_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"exited with {process.returncode} before listening on {port}")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on {port} after {timeout}s")
+
+
+def pinned(cores: str) -> list[str]:
+    return ["taskset", "-c", cores] if (os.cpu_count() or 1) > 1 and shutil.which("taskset") else []
+
+
+def start(command: list[str], cores: str, log: Any, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(pinned(cores) + command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env=env)
+
+
+def stop(process: subprocess.Popen[bytes] | None) -> None:
+    if process is not None and process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def process_tree(pid: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                parents[int(entry)] = int(stat[stat.rindex(")") + 2:].split()[1])
+            except (OSError, ValueError):
+                pass
+    tree, grew = {pid}, True
+    while grew:
+        grew = False
+        for child, parent in parents.items():
+            if parent in tree and child not in tree:
+                tree.add(child)
+                grew = True
+    return sorted(tree)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and all its descendants."""
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            stat = Path(f"/proc/{member}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            total += (int(fields[11]) + int(fields[12])) / TICK
+        except (OSError, ValueError):
+            pass
+    return total
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants, in MB."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            status = Path(f"/proc/{member}/status").read_text()
+            total += int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+        except (OSError, AttributeError):
+            pass
+    return round(total / 1024, 1)
+
+
+def milliseconds(text: str) -> float:
+    match = re.match(r"([\d.]+)(us|ms|s)", text)
+    assert match, text
+    value = float(match.group(1))
+    return {"us": value / 1000, "ms": value, "s": value * 1000}[match.group(2)]
+
+
+def wrk(url: str, connections: int, duration: float, cores: str, headers: list[str]) -> dict[str, Any]:
+    environ = dict(os.environ, BENCH_HEADERS="\n".join(headers))
+    out = subprocess.run(pinned(cores) + ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s",
+                                          str(HERE / "post.lua"), url], capture_output=True, text=True,
+                         env=environ).stdout
+    found = lambda pattern: re.search(pattern, out)  # noqa: E731
+    result = {"rps": float(found(r"Requests/sec:\s+([\d.]+)").group(1)),  # type: ignore[union-attr]
+              "requests": int(found(r"(\d+) requests in").group(1)),  # type: ignore[union-attr]
+              "p50_ms": milliseconds(found(r"50%\s+([\d.]+\w+)").group(1)),  # type: ignore[union-attr]
+              "p99_ms": milliseconds(found(r"99%\s+([\d.]+\w+)").group(1)),  # type: ignore[union-attr]
+              "errors": 0}
+    if non_2xx := found(r"Non-2xx or 3xx responses: (\d+)"):
+        result["errors"] += int(non_2xx.group(1))
+    if sockets := found(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"):
+        result["errors"] += sum(int(n) for n in sockets.groups())
+    return result
+
+
+def streamload(url: str, streams: int, duration: float, cores: str, headers: list[str],
+               extra: list[str] | None = None) -> dict[str, Any]:
+    command = [PYTHON, str(HERE / "streamload.py"), "--url", url, "--streams", str(streams),
+               "--duration", str(duration)]
+    for header in headers:
+        command += ["--header", header]
+    out = subprocess.run(pinned(cores) + command + (extra or []), capture_output=True, text=True)
+    try:
+        return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    except (IndexError, json.JSONDecodeError):
+        raise RuntimeError(f"stream load failed: {out.stderr[-800:]}") from None
+
+
+class Target:
+    """One thing to measure: a command that serves on {port}, or nothing (direct)."""
+
+    def __init__(self, name: str, args: argparse.Namespace, upstream: str, workdir: Path, log: Any) -> None:
+        self.name, self.args, self.upstream, self.log = name, args, upstream, log
+        self.process: subprocess.Popen[bytes] | None = None
+        self.headers: list[str] = []
+        self.database: str | None = None
+        self.port = free_port()
+        self.workdir = workdir
+
+    @property
+    def url(self) -> str:
+        return self.upstream.removesuffix("/v1") if self.name == "direct" else f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Target:
+        if self.name == "direct":
+            return self
+        environ = {key: value for key, value in os.environ.items() if not key.startswith("TOKENMETER_")}
+        if self.name.startswith("naive"):
+            command = [PYTHON, str(HERE / "baselines.py"), self.name, "--port", str(self.port),
+                       "--upstream", self.upstream]
+        else:
+            self.database = self._database()
+            subprocess.run([PROXY, "migrate", "--database-url", self.database], check=True, stdout=self.log,
+                           stderr=subprocess.STDOUT)
+            command = [PROXY, "serve", "--port", str(self.port), "--upstream", self.upstream, "--database-url",
+                       self.database, "--pricing", str(ROOT / "config" / "pricing.yaml"), "--admin-token", "bench",
+                       "--workers", str(self.args.workers)]
+            if self.name.endswith("_budget"):
+                # every request then reserves against one budget (and is estimated with tiktoken first)
+                environ["TOKENMETER_DEFAULT_BUDGETS"] = '[{"scope": "session", "period": "day", "max_cost": 1000000}]'
+        self.process = start(command, self.args.proxy_cores, self.log, env=environ)
+        wait_port(self.port, self.process)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        stop(self.process)
+        if self.database and self.database.startswith("postgresql"):
+            _drop_postgres(self.database)
+
+    def _database(self) -> str:
+        if "_pg" not in self.name:
+            return f"sqlite:///{self.workdir / (self.name + '.db')}"
+        name = f"tokenmeter_bench_{uuid.uuid4().hex[:8]}"
+        _psql(f'CREATE DATABASE "{name}"')
+        return POSTGRES.rsplit("/", 1)[0] + "/" + name
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.process.pid) if self.process else 0.0
+
+
+def _psql(sql: str) -> None:
+    subprocess.run(["psql", POSTGRES.replace("+psycopg", ""), "-qAtc", sql], check=True, capture_output=True)
+
+
+def _drop_postgres(url: str) -> None:
+    _psql(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+def measure(target: Target, args: argparse.Namespace, load_cores: str) -> list[dict[str, Any]]:
+    rows = []
+    url = target.url + "/v1/chat/completions"
+    for scenario in args.scenarios:
+        if scenario == "nonstream":
+            for connections in args.concurrency:
+                wrk(url, connections, args.warmup, load_cores, target.headers)
+                before = target.cpu()
+                result = wrk(url, connections, args.duration, load_cores, target.headers)
+                rows.append(_row(target, f"nonstream c={connections}", result, before, result["requests"]))
+        elif scenario == "stream":
+            for streams in args.streams:
+                before = target.cpu()
+                result = streamload(url, streams, args.duration, load_cores, target.headers)
+                rows.append(_row(target, f"stream x{streams}", result, before, result["streams"]))
+        elif scenario == "memory" and target.process:
+            rows.append(_memory(target, url, args, load_cores))
+        elif scenario == "bigprompt" and target.process:
+            rows.append(_big_prompt(target, url, args, load_cores))
+    return rows
+
+
+def _row(target: Target, scenario: str, result: dict[str, Any], before: float, count: int) -> dict[str, Any]:
+    cpu = round((target.cpu() - before) * 1e6 / max(count, 1), 1) if target.process else None
+    row = {"target": target.name, "scenario": scenario, **result, "cpu_us": cpu}
+    print(f"  {target.name:22} {scenario:15} " + "  ".join(f"{k} {v}" for k, v in result.items() if k != "requests")
+          + f"  cpu {cpu} µs", file=sys.stderr, flush=True)
+    return row
+
+
+def _memory(target: Target, url: str, args: argparse.Namespace, load_cores: str) -> dict[str, Any]:
+    """RSS after a warm-up of 10,000 requests and after --memory-requests more."""
+    assert target.process is not None
+    wrk(url, 64, max(args.warmup, 5), load_cores, target.headers)
+    warm = rss_mb(target.process.pid)
+    done, started = 0, time.time()
+    while done < args.memory_requests:
+        done += wrk(url, 64, 10, load_cores, target.headers)["requests"]
+    row = {"target": target.name, "scenario": f"memory {done:,} req", "rss_warm_mb": warm,
+           "rss_end_mb": rss_mb(target.process.pid), "seconds": round(time.time() - started)}
+    print(f"  {target.name:22} memory: RSS {row['rss_warm_mb']} MB after warm-up, {row['rss_end_mb']} MB after "
+          f"{done:,} requests", file=sys.stderr, flush=True)
+    return row
+
+
+def _big_prompt(target: Target, url: str, args: argparse.Namespace, load_cores: str) -> dict[str, Any]:
+    """p99 of small requests alone, then beside a client sending 100,000-token prompts back to
+    back (run it on a *_budget target, so every prompt is counted with tiktoken first)."""
+    alone = wrk(url, 8, args.duration, load_cores, target.headers)
+    sender = start([PYTHON, str(HERE / "bigprompt.py"), "--url", url, "--seconds", str(args.duration + 2)],
+                   load_cores, target.log)
+    time.sleep(1)
+    beside = wrk(url, 8, args.duration, load_cores, target.headers)
+    sender.wait(60)
+    row = {"target": target.name, "scenario": "bigprompt c=8", "p99_alone_ms": alone["p99_ms"],
+           "p99_beside_ms": beside["p99_ms"], "added_p99_ms": round(beside["p99_ms"] - alone["p99_ms"], 3),
+           "errors": alone["errors"] + beside["errors"]}
+    print(f"  {target.name:22} bigprompt: small-request p99 {alone['p99_ms']} ms alone, {beside['p99_ms']} ms "
+          "beside 100k-token prompts", file=sys.stderr, flush=True)
+    return row
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    direct = {row["scenario"]: row for row in rows if row["target"] == "direct"}
+    lines = ["| target | scenario | throughput | vs direct | p50 ms | added p50 ms | p99 ms | CPU µs/req | errors |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        if "rps" not in row and "streams_per_s" not in row:
+            continue
+        base = direct.get(row["scenario"], {})
+        throughput = row.get("rps", row.get("streams_per_s"))
+        base_throughput = base.get("rps", base.get("streams_per_s"))
+        p50 = row.get("p50_ms", row.get("ttfb_p50_ms"))
+        base_p50 = base.get("p50_ms", base.get("ttfb_p50_ms"))
+        p99 = row.get("p99_ms", row.get("ttfb_p99_ms"))
+        lines.append(" | ".join([
+            f"| {row['target']}", row["scenario"], f"{throughput:.1f}",
+            f"{throughput / base_throughput:.2f}x" if base_throughput else "",
+            f"{p50:.3f}" if p50 is not None else "", f"{p50 - base_p50:+.3f}" if None not in (p50, base_p50) else "",
+            f"{p99:.3f}" if p99 is not None else "", str(row.get("cpu_us") or ""), f"{row['errors']} |",
+        ]))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="direct,naive_httpx,naive_aiohttp,tokenmeter,tokenmeter_pg,"
+                                          "tokenmeter_pg_budget")
+    parser.add_argument("--scenarios", default="nonstream,stream")
+    parser.add_argument("--concurrency", default="1,64")
+    parser.add_argument("--streams", default="64,256")
+    parser.add_argument("--duration", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--proxy-cores", default="0", help="cores for the proxy under test (taskset list)")
+    parser.add_argument("--memory-requests", type=int, default=100_000)
+    parser.add_argument("--json", help="also write the raw rows here")
+    args = parser.parse_args()
+    args.concurrency = [int(n) for n in args.concurrency.split(",")]
+    args.streams = [int(n) for n in args.streams.split(",")]
+    args.scenarios = args.scenarios.split(",")
+    if not shutil.which("wrk"):
+        sys.exit("bench needs wrk: apt-get install -y wrk")
+    cores = os.cpu_count() or 1
+    load_cores = "1" if cores == 2 else (f"1-{cores - 1}" if cores > 2 else "0")
+    workdir = Path(tempfile.mkdtemp(prefix="tokenmeter-bench-"))
+    log = open(workdir / "processes.log", "ab")  # noqa: SIM115 (closed below)
+    upstream_port = free_port()
+    upstream = start([PYTHON, str(HERE / "upstream.py"), "--port", str(upstream_port)], load_cores, log)
+    rows: list[dict[str, Any]] = []
+    try:
+        wait_port(upstream_port, upstream)
+        for name in args.only.split(","):
+            with Target(name, args, f"http://127.0.0.1:{upstream_port}/v1", workdir, log) as target:
+                rows += measure(target, args, load_cores)
+    finally:
+        stop(upstream)
+        log.close()
+    print(table(rows))
+    for row in rows:
+        if "rss_warm_mb" in row or "added_p99_ms" in row:
+            print(f"- {row['target']} {row['scenario']}: " + ", ".join(
+                f"{k} {v}" for k, v in row.items() if k not in ("target", "scenario")))
+    print(f"\n{time.strftime('%Y-%m-%d')}, {cores} cores; proxies on core(s) {args.proxy_cores} with "
+          f"{args.workers} worker(s); upstream and load on {load_cores}; {args.duration} s per measurement.")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
