@@ -5,14 +5,16 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import insert, select
 
 from tokenmeter_proxy.storage.engine import engine_from_url
 from tokenmeter_proxy.storage.migrate import current_revision, head_revision, upgrade
-from tokenmeter_proxy.storage.repository import Cursor, Filters, Repository
+from tokenmeter_proxy.storage.repository import Cursor, Filters, Repository, record_values, records_table, spend_table
 from tokenmeter_proxy.storage.tables import SQLModel, cost_from_e10, cost_to_e10
 from tokenmeter_proxy.types import Usage, UsageRecord
 
@@ -110,3 +112,32 @@ def test_costs_are_stored_as_exact_integers() -> None:
     assert cost_to_e10(Decimal("0.00725")) == 72_500_000
     assert cost_from_e10(72_500_000) == Decimal("0.00725")
     assert cost_to_e10(None) is None and cost_from_e10(None) is None
+
+
+def test_storing_records_keeps_the_daily_spend_of_every_budget_subject(repository: Repository) -> None:
+    repository.insert_records([record(1, cost="0.25"), record(2, cost="0.5", user="u-2"),
+                               record(3, hours_ago=24, cost=None)])
+    with repository.engine.connect() as connection:
+        rows = connection.execute(select(spend_table).order_by("day", "scope", "subject")).all()
+    today, yesterday = NOW.date(), (NOW - dt.timedelta(days=1)).date()
+    assert [(row.day, row.scope, row.subject, row.cost_e10, row.tokens) for row in rows] == [
+        (yesterday, "global", "*", 0, 110), (yesterday, "key", "0123456789abcdef", 0, 110),
+        (yesterday, "session", "s-1", 0, 110), (yesterday, "user", "u-1", 0, 110),
+        (today, "global", "*", 7_500_000_000, 220), (today, "key", "0123456789abcdef", 7_500_000_000, 220),
+        (today, "session", "s-1", 7_500_000_000, 220), (today, "user", "u-1", 2_500_000_000, 110),
+        (today, "user", "u-2", 5_000_000_000, 110),
+    ]
+
+
+def test_the_spend_migration_counts_records_stored_before_it(tmp_path: Path) -> None:
+    engine = engine_from_url(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        upgrade(engine, "0002")
+        with engine.begin() as connection:
+            connection.execute(insert(records_table), [record_values(record(1, cost="0.25"))])
+        upgrade(engine)
+        with engine.connect() as connection:
+            spent = connection.execute(select(spend_table.c.cost_e10).where(spend_table.c.scope == "session")).all()
+    finally:
+        engine.dispose()
+    assert spent == [(2_500_000_000,)]

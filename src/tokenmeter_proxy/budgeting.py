@@ -11,6 +11,7 @@ import logging
 import threading
 from collections import defaultdict
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from . import tokens
@@ -24,6 +25,7 @@ from .types import Clock, Usage
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 1.0
+COST_QUANTUM = Decimal("1e-10")
 PURGE_EVERY = 60  # refreshes between purges of expired reservations
 
 
@@ -141,4 +143,7 @@ def _estimate(exchange: Exchange, table: PriceTable) -> Estimate:
     facts = exchange.facts
     input_tokens = tokens.count_input(facts.endpoint, facts.model, facts.body, exchange.raw_body)
     usage = Usage(input_tokens=input_tokens, output_tokens=facts.max_output_tokens or 0)
-    return Estimate(cost=table.cost(facts.model, usage), tokens=usage.total_tokens, model=facts.model)
+    cost = table.cost(facts.model, usage)
+    # to the 10^-10 the database keeps, so the check in SQL and its explanation agree exactly
+    rounded = None if cost is None else cost.quantize(COST_QUANTUM)
+    return Estimate(cost=rounded, tokens=usage.total_tokens, model=facts.model)

@@ -1,18 +1,17 @@
 """Budgets and reservations in the database, and the atomic check-and-reserve.
 
-Spend in a period is summed from the usage records themselves, so it counts every record
-(proxied, reported, or stored before the budget existed). An admitted request holds a
-reservation until the transaction that stores its record deletes it, so spent + reserved
-never has a gap. Check-and-reserve runs in one transaction under a lock per subject:
-`pg_advisory_xact_lock` on PostgreSQL, which holds across processes sharing the database;
-a process-wide lock on SQLite, which is correct for one process.
+Spend in a period is summed from `spend_daily`, which the transaction storing the records
+keeps for every subject, so it counts every record (proxied, reported, or stored before the
+budget existed) and costs a few rows to read. An admitted request holds a reservation until
+that same transaction deletes it, so spent + reserved never has a gap. Check-and-reserve runs
+in one transaction under a lock per subject: `pg_advisory_xact_lock` on PostgreSQL, which holds
+across processes sharing the database; a process-wide lock on SQLite, correct for one process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -24,13 +23,17 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement
 
 from ..budgets import Applied, Budget, Decision, Estimate, Standing, period_start
-from .repository import records_table, reservations_table
+from .repository import reservations_table, spend_table
 from .tables import BudgetRow, cost_from_e10, cost_to_e10
 
 log = logging.getLogger(__name__)
 budgets_table = BudgetRow.__table__  # type: ignore[attr-defined]
 _CHANNEL = "tokenmeter_budgets"
-_SUBJECT_COLUMN = {"session": "session_id", "user": "user_id", "key": "api_key_id"}
+_RESERVE = text(
+    "SELECT * FROM tokenmeter_reserve(:request_id, :now, :expires_at, CAST(:scopes AS text[]), "
+    "CAST(:subjects AS text[]), CAST(:starts AS timestamp[]), CAST(:max_cost AS bigint[]), "
+    "CAST(:max_tokens AS bigint[]), :cost, :tokens)"
+)
 
 
 class BudgetStore:
@@ -83,11 +86,10 @@ class BudgetStore:
                 expires_at: dt.datetime, judge: Callable[[list[Standing]], Decision]) -> Decision:
         """Atomically: read where every applied budget stands, let `judge` decide, and if it
         admits, reserve the estimate against each subject until the record replaces it."""
+        if self._postgres:
+            return self._reserve_postgres(request_id, applied, estimate, now=now, expires_at=expires_at, judge=judge)
         subjects = sorted({(item.budget.scope, item.subject) for item in applied})
         with self._transaction() as connection:
-            if self._postgres:
-                for scope, subject in subjects:  # in a fixed order: two requests never wait on each other
-                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(scope, subject)})
             decision = judge(_standings(connection, applied, now))
             if decision.admitted:
                 connection.execute(insert(reservations_table), [
@@ -96,6 +98,32 @@ class BudgetStore:
                      "created_at": _naive(now), "expires_at": _naive(expires_at)}
                     for scope, subject in subjects
                 ])
+        return decision
+
+    def _reserve_postgres(self, request_id: str, applied: list[Applied], estimate: Estimate, *, now: dt.datetime,
+                          expires_at: dt.datetime, judge: Callable[[list[Standing]], Decision]) -> Decision:
+        """One call of `tokenmeter_reserve` (migration 0004): locks, reads and reserves in one
+        statement, one round trip. `judge` explains the verdict from the same standings, with the
+        same integer arithmetic, so the two always agree."""
+        parameters = {
+            "request_id": request_id, "now": _naive(now), "expires_at": _naive(expires_at),
+            "scopes": [item.budget.scope for item in applied], "subjects": [item.subject for item in applied],
+            "starts": [_naive(period_start(item.budget.period, now)) for item in applied],
+            "max_cost": [cost_to_e10(item.budget.max_cost) for item in applied],
+            "max_tokens": [item.budget.max_tokens for item in applied],
+            "cost": cost_to_e10(estimate.cost) or 0, "tokens": estimate.tokens,
+        }
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            rows = connection.execute(_RESERVE, parameters).all()
+        standings = [
+            Standing(applied=item, spent_cost=cost_from_e10(row.spent_cost) or Decimal(0),
+                     spent_tokens=row.spent_tokens, reserved_cost=cost_from_e10(row.reserved_cost) or Decimal(0),
+                     reserved_tokens=row.reserved_tokens)
+            for item, row in zip(applied, rows, strict=True)
+        ]
+        decision = judge(standings)
+        if decision.admitted != rows[0].admitted:  # cannot happen while both compare the same integers
+            raise RuntimeError(f"budget check disagreed with the database for request {request_id}")
         return decision
 
     def release(self, request_id: str) -> None:
@@ -146,15 +174,13 @@ def _standings(connection: Connection, applied: list[Applied], now: dt.datetime)
     columns: list[ColumnElement[Any]] = []
     for item in applied:
         start = _naive(period_start(item.budget.period, now))
-        records = [records_table.c.created_at >= start]
-        if item.budget.scope in _SUBJECT_COLUMN:
-            records.append(records_table.c[_SUBJECT_COLUMN[item.budget.scope]] == item.subject)
+        spent = [spend_table.c.scope == item.budget.scope, spend_table.c.subject == item.subject,
+                 spend_table.c.day >= start.date()]
         held = [reservations_table.c.scope == item.budget.scope, reservations_table.c.subject == item.subject,
                 reservations_table.c.created_at >= start, reservations_table.c.expires_at > _naive(now)]
-        tokens = records_table.c.input_tokens + records_table.c.output_tokens
         columns += [
-            select(func.coalesce(func.sum(records_table.c.cost_e10), 0)).where(*records).scalar_subquery(),
-            select(func.coalesce(func.sum(tokens), 0)).where(*records).scalar_subquery(),
+            select(func.coalesce(func.sum(spend_table.c.cost_e10), 0)).where(*spent).scalar_subquery(),
+            select(func.coalesce(func.sum(spend_table.c.tokens), 0)).where(*spent).scalar_subquery(),
             select(func.coalesce(func.sum(reservations_table.c.cost_e10), 0)).where(*held).scalar_subquery(),
             select(func.coalesce(func.sum(reservations_table.c.tokens), 0)).where(*held).scalar_subquery(),
         ]
@@ -171,10 +197,6 @@ def _budget(row: Any) -> Budget:
     return Budget(scope=row["scope"], subject=row["subject"], period=row["period"],
                   max_cost=cost_from_e10(row["max_cost_e10"]), max_tokens=row["max_tokens"],
                   warn_at=Decimal(row["warn_at"]), id=row["id"])
-
-
-def _lock_key(scope: str, subject: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"{scope}\0{subject}".encode()).digest()[:8], "big", signed=True)
 
 
 def _naive(moment: dt.datetime) -> dt.datetime:

@@ -26,11 +26,12 @@ def _config(engine: Engine | None = None) -> Config:
     return config
 
 
-def upgrade(engine: Engine) -> tuple[str | None, str]:
-    """Bring the schema to the newest migration (idempotent); returns (before, after) revisions."""
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
+    """Bring the schema to the newest migration, or to `revision` (idempotent); returns the
+    revisions before and after."""
     before = current_revision(engine)
-    command.upgrade(_config(engine), "head")
-    return before, head_revision()
+    command.upgrade(_config(engine), revision)
+    return before, current_revision(engine)
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -9,13 +9,15 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Engine, and_, case, delete, func, insert, or_, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import ColumnElement, Select
 
 from ..types import Usage, UsageRecord
-from .tables import ReservationRow, UsageRecordRow, cost_from_e10, cost_to_e10
+from .tables import ReservationRow, SpendDailyRow, UsageRecordRow, cost_from_e10, cost_to_e10
 
 records_table = UsageRecordRow.__table__  # type: ignore[attr-defined]
 reservations_table = ReservationRow.__table__  # type: ignore[attr-defined]
+spend_table = SpendDailyRow.__table__  # type: ignore[attr-defined]
 c = records_table.c
 
 
@@ -69,6 +71,12 @@ class Repository:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        upsert = postgresql.insert(spend_table) if engine.dialect.name == "postgresql" else sqlite.insert(spend_table)
+        self._add_spend = upsert.on_conflict_do_update(
+            index_elements=["day", "scope", "subject"],
+            set_={"cost_e10": spend_table.c.cost_e10 + upsert.excluded.cost_e10,
+                  "tokens": spend_table.c.tokens + upsert.excluded.tokens},
+        )
 
     def ping(self) -> None:
         """Raises if the database cannot be reached."""
@@ -81,7 +89,8 @@ class Repository:
         if not records:
             return
         with self.engine.begin() as connection:
-            connection.execute(insert(records_table), [_row(record) for record in records])
+            connection.execute(insert(records_table), [record_values(record) for record in records])
+            connection.execute(self._add_spend, _spend(records))
             connection.execute(delete(reservations_table).where(
                 reservations_table.c.request_id.in_([record.id for record in records])))
 
@@ -170,7 +179,25 @@ def _conditions(filters: Filters) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def _row(record: UsageRecord) -> dict[str, Any]:
+def _spend(records: Sequence[UsageRecord]) -> list[dict[str, Any]]:
+    """The batch's spend per day and budget subject, in a fixed order (so two processes adding
+    to the same rows lock them in the same order and never deadlock)."""
+    spend: dict[tuple[dt.date, str, str], list[int]] = {}
+    for record in records:
+        day = _naive(record.created_at).date()
+        cost, tokens = cost_to_e10(record.cost) or 0, record.usage.total_tokens
+        for scope, subject in (("session", record.session_id), ("user", record.user_id),
+                               ("key", record.api_key_id), ("global", "*")):
+            if subject is not None:
+                totals = spend.setdefault((day, scope, subject), [0, 0])
+                totals[0] += cost
+                totals[1] += tokens
+    return [{"day": day, "scope": scope, "subject": subject, "cost_e10": cost, "tokens": tokens}
+            for (day, scope, subject), (cost, tokens) in sorted(spend.items())]
+
+
+def record_values(record: UsageRecord) -> dict[str, Any]:
+    """A record as the values of its row."""
     usage = record.usage
     return {
         "id": record.id, "created_at": _naive(record.created_at), "session_id": record.session_id,

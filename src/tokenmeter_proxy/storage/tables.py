@@ -89,3 +89,17 @@ class ReservationRow(SQLModel, table=True):
     tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     created_at: dt.datetime = Field(sa_column=Column(DateTime(), nullable=False))
     expires_at: dt.datetime = Field(sa_column=Column(DateTime(), nullable=False))
+
+
+class SpendDailyRow(SQLModel, table=True):
+    """Spend per UTC day of every subject a budget can name (session, user, key, and "*" for
+    global), kept by the transaction that stores the records: budgets read a few rows here
+    instead of summing records."""
+
+    __tablename__ = "spend_daily"
+
+    day: dt.date = Field(primary_key=True)
+    scope: str = Field(primary_key=True, max_length=16)
+    subject: str = Field(primary_key=True, max_length=256)
+    cost_e10: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
