@@ -108,7 +108,7 @@ def fake_upstream() -> FakeUpstream:
 @pytest.fixture
 def settings(pricing_file: Path, sqlite_url: str) -> Settings:
     return Settings(upstream="http://upstream.test/v1", database_url=sqlite_url, pricing=pricing_file,
-                    admin_token=ADMIN_TOKEN)
+                    admin_token=ADMIN_TOKEN, spool_dir=pricing_file.parent / "spool")
 
 
 @contextlib.asynccontextmanager

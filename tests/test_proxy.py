@@ -211,6 +211,7 @@ async def test_a_path_cannot_reach_another_host_or_escape_the_prefix(proxy: http
 async def test_any_model_name_is_stored_cleaned(database_url: str, pricing_file: Path,
                                                 fake_upstream: FakeUpstream) -> None:
     settings = Settings(upstream="http://upstream.test/v1", database_url=database_url, pricing=pricing_file,
+                        spool_dir=pricing_file.parent / "spool",
                         admin_token=ADMIN_TOKEN)
     app = create_app(settings, transport=httpx.ASGITransport(app=fake_upstream.app))
     async with proxy_client(app) as client:

@@ -33,6 +33,7 @@ from .storage.budget_store import BudgetStore
 from .storage.engine import engine_from_url
 from .storage.migrate import current_revision, head_revision
 from .storage.repository import Repository
+from .storage.spool import Spool
 from .storage.writer import RecordWriter
 from .types import Clock, utc_now
 from .upstream import Upstream, base_path, create_upstream
@@ -74,8 +75,12 @@ def create_app(
     if check_schema:
         _require_current_schema(engine, settings.database_url)
     repository = Repository(engine)
-    writer = RecordWriter(repository)
+    writer = RecordWriter(repository, Spool(settings.spool_dir))
     metrics = Metrics()
+    metrics.count_from("tokenmeter_records_spooled", "Usage records written to the local spool while the "
+                       "database was unreachable.", lambda: writer.spooled)
+    metrics.count_from("tokenmeter_records_replayed", "Spooled usage records stored once the database "
+                       "answered again.", lambda: writer.replayed)
     client = create_upstream(settings, transport)
     meter = Meter(prices=lambda: prices.current, sink=writer, metrics=metrics, clock=clock)
     gate = BudgetGate(
@@ -102,20 +107,22 @@ def create_app(
         # ~80 ms pause of the event loop; frozen, collections scan only what requests create.
         gc.collect()
         gc.freeze()
-        tasks = [asyncio.create_task(task) for task in (writer.run(), prices.watch(), gate.watch())]
+        tasks = [asyncio.create_task(task) for task in (writer.run(), writer.replay(), prices.watch(), gate.watch())]
         try:
             yield
         finally:
-            try:
+            try:  # every queued record to the database, or to the spool when it is down
                 await asyncio.wait_for(writer.drain(), timeout=settings.shutdown_grace_seconds)
+                await asyncio.wait_for(writer.replay_once(), timeout=settings.shutdown_grace_seconds)
             except TimeoutError:
-                log.error("shutting down with %d usage records not stored", writer.pending)
+                log.error("shutting down with %d usage records neither stored nor spooled", writer.pending)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await client.aclose()
             engine.dispose()
-            log.info("stopped; %d usage records written", writer.written)
+            log.info("stopped; %d usage records stored, %d spooled batches left for the next start",
+                     writer.written, writer.spool.pending_files())
 
     admin = Starlette(
         routes=[

@@ -47,6 +47,7 @@ class Settings:
     upstream_read_timeout: float = 600.0
     upstream_write_timeout: float = 60.0
     upstream_max_connections: int = 1000
+    spool_dir: Path = Path("tokenmeter-spool")  # records wait here while the database is unreachable
     default_budgets: str = ""  # JSON list of budgets without a subject, e.g. [{"scope": "session", ...}]
     unpriced: str = "refuse"  # under a cost budget, a model without a price is refused, or "allow"ed
     budget_failure: str = "open"  # when budgets cannot be checked (database down): admit ("open") or refuse

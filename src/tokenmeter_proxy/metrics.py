@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from .types import UsageRecord
 
@@ -75,6 +78,18 @@ class Metrics:
             cost.inc(float(record.cost))
         latency.observe(record.latency_ms / 1000)
 
+    def count_from(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        """A counter kept elsewhere (e.g. by the record writer), read at each scrape."""
+        self.registry.register(_ReadCounter(name, documentation, read))
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+class _ReadCounter(Collector):
+    def __init__(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        self.name, self.documentation, self.read = name, documentation, read
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.documentation, value=self.read())

@@ -33,13 +33,19 @@ class Operations:
         return JSONResponse({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
-        """The database answers, so records are being stored."""
+        """200 when the database answers. While it does not, the proxy still serves and spools
+        records: 503 with `"status": "degraded"`, or 200 with `?allow_degraded=1` (for a load
+        balancer that should keep sending traffic through a database outage)."""
         try:
             await run_in_threadpool(self.repository.ping)
-        except Exception as exc:  # any failure to reach the database means not ready
-            log.warning("not ready: the database is unreachable: %s", exc)  # details to the log, not to anyone
-            return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
-        return JSONResponse({"status": "ready", "pending_records": self.writer.pending})
+        except Exception as exc:  # any failure to reach the database means degraded
+            log.warning("degraded: the database is unreachable: %s", exc)  # details to the log, not to anyone
+            body = {"status": "degraded", "database": "unreachable",
+                    "spooled_batches": self.writer.spool.pending_files(), "pending_records": self.writer.pending}
+            tolerated = request.query_params.get("allow_degraded") in ("1", "true")
+            return JSONResponse(body, status_code=200 if tolerated else 503)
+        return JSONResponse({"status": "ready", "database": "reachable", "pending_records": self.writer.pending,
+                             "spooled_batches": self.writer.spool.pending_files()})
 
     async def metrics_text(self, request: Request) -> Response:
         """Prometheus text format."""

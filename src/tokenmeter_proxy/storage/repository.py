@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, delete, func, insert, or_, select, text
+from sqlalchemy import Engine, and_, case, delete, func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import ColumnElement, Select
 
@@ -71,7 +71,10 @@ class Repository:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        upsert = postgresql.insert(spend_table) if engine.dialect.name == "postgresql" else sqlite.insert(spend_table)
+        dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+        self._insert_new = dialect.insert(records_table).on_conflict_do_nothing(index_elements=["id"]).returning(
+            records_table.c.id)
+        upsert = dialect.insert(spend_table)
         self._add_spend = upsert.on_conflict_do_update(
             index_elements=["day", "scope", "subject"],
             set_={"cost_e10": spend_table.c.cost_e10 + upsert.excluded.cost_e10,
@@ -83,16 +86,21 @@ class Repository:
         with self.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
 
-    def insert_records(self, records: Sequence[UsageRecord]) -> None:
-        """Store a batch of records in one transaction, which also drops the budget reservations
-        the records replace: spent + reserved never counts a request twice, or not at all."""
+    def insert_records(self, records: Sequence[UsageRecord]) -> int:
+        """Store a batch of records in one transaction, which also adds to the daily spend and
+        drops the budget reservations the records replace: spent + reserved never counts a
+        request twice, or not at all. Idempotent on the record id (a replayed batch adds only
+        what is new); returns how many records were new."""
         if not records:
-            return
+            return 0
         with self.engine.begin() as connection:
-            connection.execute(insert(records_table), [record_values(record) for record in records])
-            connection.execute(self._add_spend, _spend(records))
+            stored = set(connection.execute(self._insert_new, [record_values(record) for record in records]).scalars())
+            new = [record for record in records if record.id in stored]
+            if new:
+                connection.execute(self._add_spend, _spend(new))
             connection.execute(delete(reservations_table).where(
                 reservations_table.c.request_id.in_([record.id for record in records])))
+        return len(new)
 
     def totals(self, filters: Filters) -> Totals:
         """Sums over every record the filters select."""

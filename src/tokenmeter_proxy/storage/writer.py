@@ -1,5 +1,9 @@
 """The background batch writer: records leave the request path at once and reach the database
-in batches, written from a worker thread so the event loop never waits on the database."""
+in batches, written from a worker thread so the event loop never waits on the database.
+
+While the database is unreachable, batches go to the local spool (fsynced) instead, and a
+replay loop stores them once it answers again; inserts are idempotent on the record id.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 
 from ..types import UsageRecord
 from .repository import Repository
+from .spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -18,22 +23,27 @@ class RecordWriter:
     """A `UsageSink`: `submit()` queues a record and returns at once; `run()` stores them."""
 
     def __init__(
-        self, repository: Repository, *, max_batch: int = 1000, retry_delay: float = 0.5, batch_window: float = 0.02,
+        self, repository: Repository, spool: Spool, *, max_batch: int = 1000, batch_window: float = 0.02,
+        probe_interval: float = 1.0,
     ) -> None:
         self.repository = repository
+        self.spool = spool
         self.max_batch = max_batch
         # Waiting a moment for more records makes batches of tens instead of ones: a one-record
         # SQLite insert costs ~115 us of CPU, a record in a batch of 64 ~16 us, and each batch is
         # one hop to a worker thread that contends with the event loop for the GIL.
         self.batch_window = batch_window
-        self.retry_delay = retry_delay
+        self.probe_interval = probe_interval
         self.written = 0
+        self.spooled = 0
+        self.replayed = 0
+        self.database_down = False
         self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue()
-        self._in_flight = 0  # records taken from the queue whose batch is not stored yet
+        self._in_flight = 0  # records taken from the queue whose batch is not stored or spooled yet
 
     @property
     def pending(self) -> int:
-        """Records submitted but not yet stored."""
+        """Records submitted but neither stored nor spooled yet."""
         return self._queue.qsize() + self._in_flight
 
     def submit(self, record: UsageRecord) -> None:
@@ -41,7 +51,7 @@ class RecordWriter:
         self._queue.put_nowait(record)
 
     async def run(self) -> None:
-        """Store queued records until cancelled; a failed batch is retried, never dropped."""
+        """Store queued records until cancelled: in the database, or while it is down, the spool."""
         while True:
             batch = [await self._queue.get()]
             self._in_flight = 1
@@ -55,33 +65,76 @@ class RecordWriter:
             finally:
                 self._in_flight = 0
 
+    async def replay(self) -> None:
+        """Until cancelled: while the database is down, probe it; once it answers, store what
+        the spool holds (this process's batches and any other's in the same directory)."""
+        while True:
+            await asyncio.sleep(self.probe_interval)
+            try:
+                await self.replay_once()
+            except Exception as exc:  # the next round tries again; nothing is lost meanwhile
+                log.error("replaying spooled usage records failed: %s", exc)
+
+    async def replay_once(self) -> None:
+        """One round: probe the database if it was down, then store every spooled batch."""
+        if self.database_down:
+            try:
+                await asyncio.to_thread(self.repository.ping)
+            except OperationalError:
+                return
+            self.database_down = False
+            log.warning("the database answers again; storing spooled usage records")
+        await asyncio.to_thread(self._replay_spool)
+
     async def drain(self) -> None:
-        """Wait until everything submitted so far is stored."""
+        """Wait until everything submitted so far is stored or spooled."""
         while self.pending:
             await asyncio.sleep(0.01)
 
     async def _store(self, batch: list[UsageRecord]) -> None:
-        delay = self.retry_delay
-        while True:
+        if not self.database_down:
             try:
-                await asyncio.to_thread(self.repository.insert_records, batch)
-            except OperationalError as exc:  # the database is unreachable or busy: keep the batch, retry
-                log.error("storing %d usage records failed, retrying in %.1fs: %s", len(batch), delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                stored = await asyncio.to_thread(self.repository.insert_records, batch)
+            except OperationalError as exc:
+                self.database_down = True
+                log.error("the database is unreachable (%s); spooling usage records until it is back", exc)
             except Exception:  # the database refuses the data itself: find the record at fault
                 await asyncio.to_thread(self._store_one_by_one, batch)
                 return
             else:
-                self.written += len(batch)
+                self.written += stored
                 return
+        await self._spool(batch)
+
+    async def _spool(self, batch: list[UsageRecord]) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await asyncio.to_thread(self.spool.put, batch)
+            except OSError as exc:  # the disk refuses too: hold the batch in memory and keep trying
+                log.error("spooling %d usage records failed (%s); retrying in %.1fs", len(batch), exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            else:
+                self.spooled += len(batch)
+                return
+
+    def _replay_spool(self) -> None:
+        for claimed, records in self.spool.claim():
+            try:
+                stored = self.repository.insert_records(records)
+            except OperationalError:
+                self.spool.release(claimed)
+                self.database_down = True
+                return
+            self.spool.done(claimed)
+            self.replayed += len(records)
+            self.written += stored
 
     def _store_one_by_one(self, batch: list[UsageRecord]) -> None:
         """A batch the database refuses as data: store what it accepts, log what it does not."""
         for record in batch:
             try:
-                self.repository.insert_records([record])
+                self.written += self.repository.insert_records([record])
             except Exception as exc:
                 log.error("usage record %s refused by the database and dropped: %s", record.id, exc)
-            else:
-                self.written += 1
