@@ -23,6 +23,7 @@ class Proxy:
 
     def __init__(self, workdir: Path, upstream: str, *, database_url: str | None = None,
                  environ: dict[str, str] | None = None) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
         self.database = workdir / "usage.db"
         self.url = f"http://127.0.0.1:{free_port()}"
         url = database_url or f"sqlite:///{self.database}"

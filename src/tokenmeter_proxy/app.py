@@ -144,7 +144,11 @@ def app_from_environment() -> TokenMeterApp:
 
 
 def _require_current_schema(engine: Engine, url: str) -> None:
-    current, head = current_revision(engine), head_revision()
+    try:
+        current, head = current_revision(engine), head_revision()
+    except OperationalError as exc:  # start anyway: records wait in the spool until it answers
+        log.error("the database %s is unreachable at startup (%s); serving, and spooling usage records", url, exc)
+        return
     if current != head:
         raise ConfigError(
             f"the database {url} is at schema revision {current or 'none'}, this version needs {head}: "
