@@ -135,9 +135,8 @@ def test_two_proxies_behind_a_balancer_count_every_request_once(upstream: tuple[
                                                                  cluster: Cluster, tmp_path: Path) -> None:
     first, second = (Proxy(tmp_path / name, upstream[1], database_url=cluster.url) for name in ("a", "b"))
     try:
-        with round_robin([first.url, second.url]) as balancer:
-            with concurrent.futures.ThreadPoolExecutor(16) as pool:
-                codes = list(pool.map(lambda n: ask(balancer, f"lb-{n % 7}", stream=n % 3 == 0), range(300)))
+        with round_robin([first.url, second.url]) as balancer, concurrent.futures.ThreadPoolExecutor(16) as pool:
+            codes = list(pool.map(lambda n: ask(balancer, f"lb-{n % 7}", stream=n % 3 == 0), range(300)))
         assert codes == [200] * 300
         assert wait_for_records(cluster.url, 300) == (300, 300)
         stats = httpx.get(f"{first.url}/api/usage/stats", params={"period": "24h"},
