@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from decimal import Decimal
 from pathlib import Path
@@ -180,10 +181,12 @@ async def test_an_unreachable_upstream_gets_an_openai_style_error(settings: Sett
 
     app = create_app(settings, transport=httpx.MockTransport(fail))
     async with proxy_client(app) as client:
+        client.app = app  # type: ignore[attr-defined]
         response = await client.post("/v1/chat/completions", headers=AUTH, json={"model": "gpt-4o", "messages": []})
-        await app.writer.drain()
+        [record] = await records(client)
     assert response.status_code == status
     assert response.json()["error"]["code"] == code
+    assert (record["status_code"], record["input_tokens"], record["usage_source"]) == (status, 0, "upstream")
 
 
 async def test_no_raw_key_or_prompt_is_ever_stored(proxy: httpx.AsyncClient, settings: Settings) -> None:
@@ -222,3 +225,51 @@ async def test_any_model_name_is_stored_cleaned(database_url: str, pricing_file:
             assert response.status_code == 200
         stored = [record["model"] for record in await records(client)]
     assert stored == ["m" * 256, "badmodel", "ordinary"]
+
+
+class _CutStream(httpx.AsyncByteStream):
+    """Two SSE events, then (after `pause` seconds) a broken connection."""
+
+    def __init__(self, pause: float = 0.0) -> None:
+        self.pause = pause
+
+    async def __aiter__(self):  # type: ignore[no-untyped-def]
+        yield b'data: {"model": "gpt-4o", "choices": [{"delta": {"content": "Hello there"}}]}\n\n'
+        await asyncio.sleep(self.pause)
+        yield b'data: {"model": "gpt-4o", "choices": [{"delta": {"content": " friend"}}]}\n\n'
+        raise httpx.ReadError("connection reset by peer")
+
+
+def _streaming_upstream(pause: float = 0.0) -> httpx.MockTransport:
+    return httpx.MockTransport(lambda request: httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, stream=_CutStream(pause)))
+
+
+@pytest.mark.parametrize(("total_timeout", "pause", "recorded"), [(0.0, 0.0, 502), (0.3, 2.0, 504)])
+async def test_a_stream_cut_off_ends_cleanly_and_is_recorded_as_the_failure(
+        settings: Settings, total_timeout: float, pause: float, recorded: int) -> None:
+    app = create_app(Settings(**{**settings.__dict__, "upstream_total_timeout": total_timeout}),
+                     transport=_streaming_upstream(pause))
+    async with proxy_client(app) as client:
+        client.app = app  # type: ignore[attr-defined]
+        response = await client.post("/v1/chat/completions", headers=AUTH, json={
+            "model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+        [record] = await records(client)
+    assert response.status_code == 200 and "Hello there" in response.text
+    assert record["status_code"] == recorded and record["streamed"] is True
+    assert record["usage_source"] == "estimated" and record["output_tokens"] >= 2
+
+
+async def test_a_total_timeout_before_the_first_byte_is_a_504(settings: Settings) -> None:
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(2)
+        return httpx.Response(200, json={})
+
+    app = create_app(Settings(**{**settings.__dict__, "upstream_total_timeout": 0.2}),
+                     transport=httpx.MockTransport(slow))
+    async with proxy_client(app) as client:
+        client.app = app  # type: ignore[attr-defined]
+        response = await client.post("/v1/chat/completions", headers=AUTH, json={"model": "gpt-4o", "messages": []})
+        [record] = await records(client)
+    assert response.status_code == 504 and response.json()["error"]["code"] == "upstream_timeout"
+    assert record["status_code"] == 504 and record["input_tokens"] == 0

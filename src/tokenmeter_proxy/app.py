@@ -90,7 +90,7 @@ def create_app(
     )
     forwarder = ForwardingApp(
         client, base_path=base_path(settings.upstream), api_key=settings.upstream_api_key, prefix=PROXY_PREFIX,
-        max_body_bytes=settings.max_body_bytes,
+        max_body_bytes=settings.max_body_bytes, total_timeout=settings.upstream_total_timeout or None,
     )
     proxy = TokenMeterMiddleware(
         forwarder, meter=meter, admission=gate, session_header=settings.session_header,

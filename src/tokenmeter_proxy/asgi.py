@@ -13,6 +13,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+# Set in the scope by the forwarder when the upstream failed after the response had started
+# (the client sees a clean end of stream); the middleware records this status instead.
+UPSTREAM_FAILURE = "tokenmeter.upstream_failure"
+
 
 async def send_json(send: Send, status: int, body: Any, *, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     """Send a complete JSON response."""

@@ -46,6 +46,7 @@ class Settings:
     upstream_connect_timeout: float = 10.0
     upstream_read_timeout: float = 600.0
     upstream_write_timeout: float = 60.0
+    upstream_total_timeout: float = 0.0  # the whole exchange, streams included; 0: no limit
     upstream_max_connections: int = 1000
     spool_dir: Path = Path("tokenmeter-spool")  # records wait here while the database is unreachable
     default_budgets: str = ""  # JSON list of budgets without a subject, e.g. [{"scope": "session", ...}]

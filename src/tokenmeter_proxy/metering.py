@@ -49,13 +49,14 @@ class Meter:
         self.clock = clock
 
     async def finish(
-        self, exchange: Exchange, reading: ResponseReading, *, status: int | None, streamed: bool
+        self, exchange: Exchange, reading: ResponseReading, *, status: int | None, streamed: bool,
+        billed: bool = True,
     ) -> UsageRecord:
-        """Record the exchange: the upstream's usage when it reported one; none for a request the
-        upstream refused (it bills nothing); otherwise a tiktoken estimate of what was sent and
+        """Record the exchange: the upstream's usage when it reported one; none when not `billed`
+        (the upstream answered with an error); otherwise a tiktoken estimate of what was sent and
         what came back. Returns the record, already submitted."""
         model = clean_model(reading.model or exchange.facts.model)
-        usage, source = await self._usage(exchange, reading, status=status, model=model)
+        usage, source = await self._usage(exchange, reading, billed=billed, model=model)
         table = self.prices()
         record = UsageRecord(
             id=exchange.id,
@@ -85,11 +86,11 @@ class Meter:
             self.metrics.requests.labels("unmetered", str(status)).inc()
 
     async def _usage(
-        self, exchange: Exchange, reading: ResponseReading, *, status: int | None, model: str | None
+        self, exchange: Exchange, reading: ResponseReading, *, billed: bool, model: str | None
     ) -> tuple[Usage, UsageSource]:
         if reading.usage is not None:
             return reading.usage, "upstream"
-        if status is not None and status >= 400 and status != CLIENT_CLOSED_REQUEST:
+        if not billed:
             return Usage(), "upstream"
         # Counting a large prompt takes milliseconds: off the event loop, so other streams never stall.
         return await asyncio.to_thread(_estimate, exchange, reading, model), "estimated"

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from .asgi import ASGIApp, Message, Receive, Scope, Send, send_json
+from .asgi import UPSTREAM_FAILURE, ASGIApp, Message, Receive, Scope, Send, send_json
 from .budgets import Decision
 from .errors import openai_error
 from .metering import CLIENT_CLOSED_REQUEST, Exchange, Meter, new_request_id
@@ -86,7 +86,7 @@ class TokenMeterMiddleware:
         hide_usage = facts.needs_usage_injection and facts.body is not None
         body = with_stream_usage(raw, facts) if hide_usage else raw
         inner_scope = dict(scope, headers=_forward_headers(scope["headers"], len(body)))
-        response = _MeteredResponse(self.meter, exchange, send, hide_usage=hide_usage,
+        response = _MeteredResponse(self.meter, exchange, send, inner_scope, hide_usage=hide_usage,
                                     headers=_budget_headers(decision) if decision is not None else [])
         failed = False
         try:
@@ -112,9 +112,10 @@ class TokenMeterMiddleware:
 class _MeteredResponse:
     """Relays the wrapped app's response, reading it for usage; records exactly once."""
 
-    def __init__(self, meter: Meter, exchange: Exchange, send: Send, *, hide_usage: bool,
+    def __init__(self, meter: Meter, exchange: Exchange, send: Send, scope: Scope, *, hide_usage: bool,
                  headers: list[tuple[bytes, bytes]]) -> None:
         self.meter = meter
+        self.scope = scope
         self.extra_headers = headers
         self.exchange = exchange
         self.client_send = send
@@ -175,12 +176,17 @@ class _MeteredResponse:
         await self.client_send(start)
         await self.client_send({"type": "http.response.body", "body": body, "more_body": False})
 
-    async def _record(self, reading: ResponseReading) -> UsageRecord | None:
-        """Meter the exchange once. A metering fault is logged, never passed on to the client."""
+    async def _record(self, reading: ResponseReading, *, ended: int | None = None) -> UsageRecord | None:
+        """Meter the exchange once; `ended` is the status to record when no response came. A
+        metering fault is logged, never passed on to the client."""
         self.recorded = True
+        status = self.scope.get(UPSTREAM_FAILURE, self.status if ended is None else ended)
+        # An upstream that answered with an error bills nothing; one that broke off mid-response,
+        # or whose client left, billed what it had done: that is estimated.
+        billed = self.status < 400 if self.status is not None else ended == CLIENT_CLOSED_REQUEST
         try:
-            return await self.meter.finish(self.exchange, reading, status=self.status,
-                                           streamed=self.stream is not None)
+            return await self.meter.finish(self.exchange, reading, status=status, streamed=self.stream is not None,
+                                           billed=billed)
         except Exception:
             log.exception("metering request %s failed; the response is unaffected", self.exchange.id)
             return None
@@ -190,9 +196,10 @@ class _MeteredResponse:
         record what was seen so far."""
         if self.recorded:
             return
-        self.status = status
+        if self.started:
+            self.scope.setdefault(UPSTREAM_FAILURE, status)
         reading = self.stream.reading if self.stream is not None else ResponseReading()
-        await self._record(reading)
+        await self._record(reading, ended=status)
 
 
 def _refusal_headers(decision: Decision, request_id: str) -> list[tuple[bytes, bytes]]:

@@ -8,8 +8,8 @@ import logging
 from collections.abc import AsyncIterator
 from types import TracebackType
 
-from .asgi import Receive, Scope, Send, send_json
-from .errors import UpstreamError, openai_error
+from .asgi import UPSTREAM_FAILURE, Receive, Scope, Send, send_json
+from .errors import UpstreamError, UpstreamTimeout, openai_error
 from .upstream import Body, Upstream, error_response, path_below, request_headers, response_headers
 
 log = logging.getLogger(__name__)
@@ -24,9 +24,10 @@ class ForwardingApp:
 
     def __init__(
         self, upstream: Upstream, *, base_path: bytes, api_key: str | None = None, prefix: str = "/v1",
-        max_body_bytes: int = 52_428_800,
+        max_body_bytes: int = 52_428_800, total_timeout: float | None = None,
     ) -> None:
         self.upstream = upstream
+        self.total_timeout = total_timeout
         self.base_path = base_path
         self.api_key = api_key
         self.prefix = prefix.encode()
@@ -60,35 +61,41 @@ class ForwardingApp:
         async with _CancelOnDisconnect(receive) as watch:
             if not streamed_upload:
                 watch.start()
-            await self._exchange(scope["method"], target, forwarded, body, send,
-                                 watch if streamed_upload else None)
+            await self._exchange(scope, target, forwarded, body, send, watch if streamed_upload else None)
 
     async def _exchange(
-        self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: Body, send: Send,
+        self, scope: Scope, target: bytes, headers: list[tuple[bytes, bytes]], body: Body, send: Send,
         watch_later: _CancelOnDisconnect | None,
     ) -> None:
+        method = scope["method"]
+        started = False
         try:
-            response = await self.upstream.send(method, target, headers, body)
-        except _BodyTooLarge:
-            await self._too_large(send)
-            return
-        except UpstreamError as exc:
-            log.warning("upstream request %s %s failed: %s", method, target.decode("latin-1"), exc)
-            status, error = error_response(exc)
-            await send_json(send, status, error)
-            return
-        if watch_later is not None:
-            watch_later.start()
-        try:
-            await send({"type": "http.response.start", "status": response.status,
-                        "headers": response_headers(response.headers)})
-            async for chunk in response:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except UpstreamError as exc:
-            # The status line is sent: end the body cleanly, as a client expects of a cut stream.
-            log.warning("upstream response to %s %s broke off: %s", method, target.decode("latin-1"), exc)
-        finally:
-            await response.aclose()
+            async with asyncio.timeout(self.total_timeout):
+                try:
+                    response = await self.upstream.send(method, target, headers, body)
+                except _BodyTooLarge:
+                    await self._too_large(send)
+                    return
+                if watch_later is not None:
+                    watch_later.start()
+                try:
+                    await send({"type": "http.response.start", "status": response.status,
+                                "headers": response_headers(response.headers)})
+                    started = True
+                    async for chunk in response:
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                finally:
+                    await response.aclose()
+        except (UpstreamError, TimeoutError) as exc:
+            failure = UpstreamTimeout(f"no complete answer within {self.total_timeout} s") if isinstance(
+                exc, TimeoutError) else exc
+            log.warning("upstream %s %s failed: %s", method, target.decode("latin-1"), failure)
+            if not started:
+                status, error = error_response(failure)
+                await send_json(send, status, error)
+                return
+            # The status line is sent: record the failure, end the body as a client expects of a cut stream.
+            scope[UPSTREAM_FAILURE] = error_response(failure)[0]
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _rest_of_body(self, first: bytes, receive: Receive) -> AsyncIterator[bytes]:
