@@ -76,7 +76,7 @@ class FakeUpstream:
                                            "param": None}}, status_code=int(steer["x-fake-status"]))
         try:
             body = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             body = None
         if not isinstance(body, dict):
             return JSONResponse({"error": {"message": "We could not parse the JSON body of your request.",
@@ -108,7 +108,7 @@ class FakeUpstream:
     def _remember(self, request: Request, body: bytes) -> None:
         try:
             parsed = json.loads(body) if body else None
-        except ValueError:
+        except (ValueError, RecursionError):
             parsed = None
         self.seen.append({"method": request.method, "path": request.url.path, "headers": dict(request.headers),
                           "body": body, "json": parsed})

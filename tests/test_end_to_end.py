@@ -147,16 +147,16 @@ def test_sigterm_lets_open_streams_finish_and_writes_every_record(upstream: tupl
                 "x-fake-delay-ms": "100"}) as response:
             finished.append(sum(1 for line in response.iter_lines() if line.startswith("data: ")))
 
-    streams = [threading.Thread(target=slow_stream) for _ in range(5)]
+    streams = [threading.Thread(target=slow_stream) for _ in range(20)]
     for stream in streams:
         stream.start()
     time.sleep(0.4)  # every stream is open and halfway through
     assert proxy.stop(signal.SIGTERM) == 0
     for stream in streams:
         stream.join(10)
-    assert finished == [12] * 5  # 10 chunks, the finish chunk and [DONE], for every stream
+    assert finished == [12] * 20  # 10 chunks, the finish chunk and [DONE], for every stream
     with sqlite3.connect(proxy.database) as database:
-        assert database.execute("SELECT count(*), sum(streamed) FROM usage_records").fetchone() == (5, 5)
+        assert database.execute("SELECT count(*), sum(streamed) FROM usage_records").fetchone() == (20, 20)
 
 
 def test_a_large_upload_keeps_its_content_length(proxy: Proxy) -> None:

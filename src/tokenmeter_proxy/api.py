@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+from cachetools import TTLCache
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -126,14 +127,31 @@ class AdminAPI:
 
 
 class RequireAdminToken:
-    """Lets a request through only with `Authorization: Bearer <admin token>` (constant-time check)."""
+    """Lets a request through only with `Authorization: Bearer <admin token>` (constant-time check).
+
+    A client address that fails `MAX_FAILURES` times within a minute gets 429 for the rest of
+    that minute, whatever it sends: guessing a token takes forever at that rate.
+    """
+
+    MAX_FAILURES = 10
 
     def __init__(self, app: ASGIApp, *, token: str | None) -> None:
         self.app = app
         self.expected = token.encode() if token else None
+        self._failures: TTLCache[str, int] = TTLCache(maxsize=100_000, ttl=60)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not self._authorized(scope["headers"]):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client = (scope.get("client") or ("unknown", 0))[0]
+        if self._failures.get(client, 0) >= self.MAX_FAILURES:
+            await send_json(send, 429, openai_error(
+                "Too many failed admin sign-ins from this address; wait a minute.", type="rate_limit_error",
+                code="too_many_failures"), headers=[(b"retry-after", b"60")])
+            return
+        if not self._authorized(scope["headers"]):
+            self._failures[client] = self._failures.get(client, 0) + 1
             message = ("the admin API is disabled: set TOKENMETER_ADMIN_TOKEN to enable it" if self.expected is None
                        else "missing or wrong admin token: send Authorization: Bearer <TOKENMETER_ADMIN_TOKEN>")
             await send_json(send, 401, openai_error(message, type="invalid_request_error", code="invalid_admin_token"),

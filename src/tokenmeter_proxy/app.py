@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount, Router
+from starlette.routing import Mount, Route, Router
 
 from . import tokens
 from .api import AdminAPI, JSONResponse, RequireAdminToken
@@ -26,6 +26,7 @@ from .errors import BadRequest, ConfigError, openai_error
 from .metering import Meter
 from .metrics import Metrics
 from .middleware import TokenMeterMiddleware
+from .openapi import admin_openapi
 from .ops import Operations
 from .pricebook import PriceBook
 from .proxy import ForwardingApp
@@ -127,6 +128,7 @@ def create_app(
     admin = Starlette(
         routes=[
             *operations.routes(),
+            Route("/api/openapi.json", _openapi),  # public: a description, not data
             Mount("/api", app=RequireAdminToken(Router(admin_api.routes()), token=settings.admin_token)),
         ],
         exception_handlers={
@@ -154,6 +156,10 @@ def _require_current_schema(engine: Engine, url: str) -> None:
             f"the database {url} is at schema revision {current or 'none'}, this version needs {head}: "
             f"run `tokenmeter-proxy migrate --database-url {url}` first"
         )
+
+
+async def _openapi(request: Request) -> Response:
+    return JSONResponse(admin_openapi())
 
 
 async def _bad_request(request: Request, exc: Exception) -> Response:

@@ -1,0 +1,134 @@
+"""The admin API's OpenAPI 3.1 description, served at `/api/openapi.json` (and fuzzed by the
+tests with schemathesis, so it cannot drift from what the API does)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import __version__
+
+_TEXT = {"type": "string", "maxLength": 1024}
+_COUNT = {"type": "integer", "minimum": 0}
+_MONEY = {"type": "number"}
+_TIME = {"type": "string", "format": "date-time"}
+_ERROR = {"description": "Bad input, or an unknown id", "content": {"application/json": {
+    "schema": {"$ref": "#/components/schemas/Error"}}}}
+_UNAUTHORIZED = {"description": "Missing or wrong admin token", "content": {"application/json": {
+    "schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+def _ok(schema: str, description: str = "OK", status: str = "200") -> dict[str, Any]:
+    return {status: {"description": description, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{schema}"}}}}, "400": _ERROR, "401": _UNAUTHORIZED}
+
+
+def _object(properties: dict[str, Any], *, nullable: tuple[str, ...] = ()) -> dict[str, Any]:
+    props = {name: ({"anyOf": [schema, {"type": "null"}]} if name in nullable else schema)
+             for name, schema in properties.items()}
+    return {"type": "object", "properties": props, "required": list(properties)}
+
+
+_TOTALS = _object({"requests": _COUNT, "input_tokens": _COUNT, "cached_input_tokens": _COUNT,
+                   "output_tokens": _COUNT, "total_tokens": _COUNT, "cost": _MONEY, "unpriced_requests": _COUNT})
+_BRIEF = {"requests": _COUNT, "input_tokens": _COUNT, "output_tokens": _COUNT, "cost": _MONEY}
+_RECORD = _object({
+    "id": {"type": "string"}, "created_at": _TIME, "session_id": {"type": "string"}, "user_id": {"type": "string"},
+    "api_key_id": {"type": "string"}, "endpoint": {"type": "string"}, "model": {"type": "string"},
+    "input_tokens": _COUNT, "cached_input_tokens": _COUNT, "output_tokens": _COUNT, "reasoning_tokens": _COUNT,
+    "total_tokens": _COUNT, "cost": _MONEY, "currency": {"type": "string"}, "price_version": {"type": "string"},
+    "usage_source": {"enum": ["upstream", "estimated", "reported", "demo"]}, "status_code": {"type": "integer"},
+    "streamed": {"type": "boolean"}, "latency_ms": _COUNT,
+}, nullable=("session_id", "user_id", "api_key_id", "model", "cost", "status_code"))
+_BUDGET_IN = {
+    "type": "object", "required": ["scope", "period"],
+    "properties": {
+        "scope": {"enum": ["session", "user", "key", "global"]}, "subject": {"type": "string"},
+        "period": {"enum": ["day", "month", "total"]}, "max_cost": {"type": "number", "minimum": 0},
+        "max_tokens": {"type": "integer", "minimum": 0}, "warn_at": {"type": "number", "minimum": 0, "maximum": 1},
+    },
+}
+_BUDGET = _object({
+    "id": {"type": "integer"}, "scope": {"type": "string"}, "subject": {"type": "string"},
+    "period": {"type": "string"}, "max_cost": _MONEY, "max_tokens": _COUNT, "warn_at": _MONEY,
+    "currency": {"type": "string"}, "spent_cost": _MONEY, "spent_tokens": _COUNT, "reserved_cost": _MONEY,
+    "reserved_tokens": _COUNT, "remaining_cost": _MONEY, "remaining_tokens": {"type": "integer"},
+    "resets_at": _TIME,
+}, nullable=("max_cost", "max_tokens", "remaining_cost", "remaining_tokens", "resets_at"))
+_PERIOD = {"enum": ["24h", "7d", "30d", "90d"], "default": "7d"}
+_FILTERS = [
+    _query("session_id", _TEXT, "Only this session"), _query("user_id", _TEXT, "Only this user"),
+    _query("model", _TEXT, "Only this model, as recorded"),
+]
+
+
+def admin_openapi() -> dict[str, Any]:
+    """The OpenAPI document of `/api/*`."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "tokenmeter-proxy admin API", "version": __version__,
+                 "description": "Usage, cost and budgets of the LLM calls the proxy metered."},
+        "security": [{"adminToken": []}],
+        "paths": {
+            "/api/usage/stats": {"get": {
+                "summary": "Totals, daily figures and per-model figures for a period",
+                "parameters": [_query("period", _PERIOD, "Window ending now"), *_FILTERS,
+                               _query("currency", {"type": "string", "maxLength": 8},
+                                      "Report in this currency (the pricing file's exchange rates)")],
+                "responses": _ok("Stats")}},
+            "/api/usage/sessions": {"get": {
+                "summary": "Sessions, most recently active first",
+                "parameters": [_query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}, ""),
+                               _query("offset", {"type": "integer", "minimum": 0, "default": 0}, "")],
+                "responses": _ok("Sessions")}},
+            "/api/usage/sessions/{session_id}": {"get": {
+                "summary": "One session's totals and records, newest first",
+                "parameters": [{"name": "session_id", "in": "path", "required": True, "schema": _TEXT},
+                               _query("limit", {"type": "integer", "minimum": 1, "maximum": 10000}, "")],
+                "responses": {**_ok("Session"), "404": _ERROR}}},
+            "/api/usage/records": {"get": {
+                "summary": "Records newest first, a page at a time",
+                "parameters": [_query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, ""),
+                               _query("cursor", _TEXT, "next_cursor of the previous page"), *_FILTERS,
+                               _query("since", _TIME, "From (ISO 8601)"), _query("until", _TIME, "Before")],
+                "responses": _ok("Records")}},
+            "/api/budgets": {
+                "get": {"summary": "Budgets and where each stands", "responses": _ok("Budgets")},
+                "put": {"summary": "Create (201) or replace (200) the budget of a scope, subject and period",
+                        "requestBody": {"required": True,
+                                        "content": {"application/json": {"schema": _BUDGET_IN}}},
+                        "responses": {**_ok("Budget", "Replaced"), "201": {
+                            "description": "Created", "content": {"application/json": {
+                                "schema": {"$ref": "#/components/schemas/Budget"}}}}}},
+            },
+            "/api/budgets/{budget_id}": {"delete": {
+                "summary": "Remove a budget",
+                "parameters": [{"name": "budget_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "responses": {"204": {"description": "Removed"}, "404": _ERROR, "401": _UNAUTHORIZED}}},
+        },
+        "components": {
+            "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": _object({"error": {"type": "object", "required": ["message", "type"], "properties": {
+                    "message": {"type": "string"}, "type": {"type": "string"}, "code": {}, "param": {}}}}),
+                "Totals": _TOTALS,
+                "Stats": _object({
+                    "period": {"type": "string"}, "currency": {"type": "string"}, "totals": _TOTALS,
+                    "daily": {"type": "array", "items": _object({"date": {"type": "string"}, **_BRIEF})},
+                    "by_model": {"type": "array", "items": _object({"model": {"type": "string"}, **_BRIEF},
+                                                                    nullable=("model",))}}),
+                "Sessions": _object({"total": _COUNT, "sessions": {"type": "array", "items": _object({
+                    "session_id": {"type": "string"}, "first_seen": _TIME, "last_seen": _TIME, **_BRIEF})}}),
+                "Session": _object({"session_id": {"type": "string"}, "totals": _TOTALS,
+                                    "records": {"type": "array", "items": _RECORD}}),
+                "Records": _object({"records": {"type": "array", "items": _RECORD},
+                                    "next_cursor": {"type": "string"}}, nullable=("next_cursor",)),
+                "Budget": _BUDGET,
+                "Budgets": _object({"budgets": {"type": "array", "items": _BUDGET},
+                                    "defaults": {"type": "array", "items": {"type": "object"}}}),
+            },
+        },
+    }
