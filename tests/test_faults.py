@@ -176,3 +176,4 @@ def round_robin(backends: list[str]) -> Iterator[str]:
         loop.call_soon_threadsafe(server.close)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
+        loop.close()

@@ -273,3 +273,20 @@ async def test_a_total_timeout_before_the_first_byte_is_a_504(settings: Settings
         [record] = await records(client)
     assert response.status_code == 504 and response.json()["error"]["code"] == "upstream_timeout"
     assert record["status_code"] == 504 and record["input_tokens"] == 0
+
+
+async def test_user_ids_can_be_stored_pseudonymised(settings: Settings, fake_upstream: FakeUpstream) -> None:
+    app = create_app(Settings(**{**settings.__dict__, "user_id_hash_secret": "pepper"}),
+                     transport=httpx.ASGITransport(app=fake_upstream.app))
+    async with proxy_client(app) as client:
+        client.app = app  # type: ignore[attr-defined]
+        for user in ("alice@example.com", "alice@example.com", "bob"):
+            await client.post("/v1/chat/completions", headers={**AUTH, "x-user-id": user},
+                              json={"model": "gpt-4o", "messages": []})
+        stored = {record["user_id"] for record in await records(client)}
+        alice = (await client.get("/api/usage/stats", params={"user_id": "alice@example.com"},
+                                  headers=admin_headers())).json()
+    assert len(stored) == 2 and all(user.startswith("u_") and "alice" not in user for user in stored)
+    assert alice["totals"]["requests"] == 2  # the admin asks by the real id; the proxy hashes it the same way
+    database = Path(settings.database_url.removeprefix("sqlite:///"))
+    assert b"alice@example.com" not in b"".join(path.read_bytes() for path in database.parent.glob("usage.db*"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hmac
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from .budgeting import BudgetGate
 from .budgets import parse_budget
 from .errors import BadRequest, openai_error
 from .pricing import PriceTable, money_text
+from .request_body import UserIds
 from .storage.repository import Filters, Repository
 from .types import Clock
 
@@ -49,6 +51,7 @@ class AdminAPI:
     prices: Callable[[], PriceTable]
     clock: Clock
     budgets: BudgetGate
+    user_ids: UserIds
 
     def routes(self) -> list[Route]:
         return [
@@ -76,6 +79,8 @@ class AdminAPI:
         except orjson.JSONDecodeError:
             raise BadRequest("the body must be JSON: {\"scope\", \"subject\", \"period\", \"max_cost\"...}") from None
         budget = parse_budget(payload)
+        if budget.scope == "user":  # a user's budget is kept under the id records are stored with
+            budget = dataclasses.replace(budget, subject=self.user_ids.stored(budget.subject))
         stored, created = await run_in_threadpool(self.budgets.store.put, budget, now=self.clock())
         await self.budgets.refresh()
         return JSONResponse(await run_in_threadpool(self.budgets.status, stored), status_code=201 if created else 200)
@@ -94,7 +99,7 @@ class AdminAPI:
         report = await run_in_threadpool(
             reports.usage_stats, self.repository, self.prices(), period=_text_param(request, "period") or "7d",
             now=self.clock(), currency=_text_param(request, "currency"), session_id=_text_param(request, "session_id"),
-            user_id=_text_param(request, "user_id"), model=_text_param(request, "model"),
+            user_id=self.user_ids.stored(_text_param(request, "user_id")), model=_text_param(request, "model"),
         )
         return JSONResponse(report)
 
@@ -114,8 +119,8 @@ class AdminAPI:
     async def records(self, request: Request) -> Response:
         filters = Filters(
             since=_time_param(request, "since"), until=_time_param(request, "until"),
-            session_id=_text_param(request, "session_id"), user_id=_text_param(request, "user_id"),
-            model=_text_param(request, "model"),
+            session_id=_text_param(request, "session_id"),
+            user_id=self.user_ids.stored(_text_param(request, "user_id")), model=_text_param(request, "model"),
         )
         if filters.since and filters.until and filters.since > filters.until:
             raise BadRequest("since must not be after until", param="since")

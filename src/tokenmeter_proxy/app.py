@@ -30,6 +30,7 @@ from .openapi import admin_openapi
 from .ops import Operations
 from .pricebook import PriceBook
 from .proxy import ForwardingApp
+from .request_body import UserIds
 from .storage.budget_store import BudgetStore
 from .storage.engine import engine_from_url
 from .storage.migrate import current_revision, head_revision
@@ -83,6 +84,7 @@ def create_app(
     metrics.count_from("tokenmeter_records_replayed", "Spooled usage records stored once the database "
                        "answered again.", lambda: writer.replayed)
     client = create_upstream(settings, transport)
+    user_ids = UserIds(secret=settings.user_id_hash_secret)
     meter = Meter(prices=lambda: prices.current, sink=writer, metrics=metrics, clock=clock)
     gate = BudgetGate(
         BudgetStore(engine), prices=lambda: prices.current, clock=clock, defaults=settings.budget_defaults(),
@@ -95,9 +97,10 @@ def create_app(
     )
     proxy = TokenMeterMiddleware(
         forwarder, meter=meter, admission=gate, session_header=settings.session_header,
-        user_header=settings.user_header, max_body_bytes=settings.max_body_bytes,
+        user_header=settings.user_header, max_body_bytes=settings.max_body_bytes, user_ids=user_ids,
     )
-    admin_api = AdminAPI(repository=repository, prices=lambda: prices.current, clock=clock, budgets=gate)
+    admin_api = AdminAPI(repository=repository, prices=lambda: prices.current, clock=clock, budgets=gate,
+                         user_ids=user_ids)
     operations = Operations(repository=repository, writer=writer, metrics=metrics)
 
     @contextlib.asynccontextmanager

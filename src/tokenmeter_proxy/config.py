@@ -48,6 +48,7 @@ class Settings:
     upstream_write_timeout: float = 60.0
     upstream_total_timeout: float = 0.0  # the whole exchange, streams included; 0: no limit
     upstream_max_connections: int = 1000
+    user_id_hash_secret: str | None = None  # set: user ids are stored as keyed hashes (pseudonymised)
     spool_dir: Path = Path("tokenmeter-spool")  # records wait here while the database is unreachable
     default_budgets: str = ""  # JSON list of budgets without a subject, e.g. [{"scope": "session", ...}]
     unpriced: str = "refuse"  # under a cost budget, a model without a price is refused, or "allow"ed

@@ -20,7 +20,7 @@ from .budgets import Decision
 from .errors import openai_error
 from .metering import CLIENT_CLOSED_REQUEST, Exchange, Meter, new_request_id
 from .pricing import money_text
-from .request_body import api_key_id, clean_identity, metered_endpoint, read_request, with_stream_usage
+from .request_body import UserIds, api_key_id, clean_identity, metered_endpoint, read_request, with_stream_usage
 from .types import UsageRecord
 from .usage import ResponseReading, StreamReader, read_json_response
 
@@ -42,9 +42,10 @@ class TokenMeterMiddleware:
 
     def __init__(
         self, app: ASGIApp, *, meter: Meter, admission: Admission | None = None, session_header: str = "X-Session-Id",
-        user_header: str = "X-User-Id", max_body_bytes: int = 52_428_800,
+        user_header: str = "X-User-Id", max_body_bytes: int = 52_428_800, user_ids: UserIds | None = None,
     ) -> None:
         self.app = app
+        self.user_ids = user_ids or UserIds(secret=None)
         self.meter = meter
         self.admission = admission
         self.session_header = session_header.lower().encode("latin-1")
@@ -73,8 +74,8 @@ class TokenMeterMiddleware:
         facts = read_request(endpoint, raw)
         session, user, authorization = self._identity(scope["headers"])
         exchange = Exchange(
-            id=request_id, facts=facts, raw_body=raw, session_id=session, user_id=user or facts.user,
-            api_key_id=api_key_id(authorization),
+            id=request_id, facts=facts, raw_body=raw, session_id=session,
+            user_id=self.user_ids.stored(user or facts.user), api_key_id=api_key_id(authorization),
         )
         decision = await self.admission.admit(exchange) if self.admission is not None else None
         if decision is not None and not decision.admitted:

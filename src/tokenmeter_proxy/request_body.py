@@ -7,6 +7,7 @@ by splicing bytes where possible. A body that is not JSON is forwarded as it is,
 from __future__ import annotations
 
 import hashlib
+import hmac
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,6 +107,20 @@ def clean_model(value: str | None) -> str | None:
     """A model name fit to store: whatever a client or server sent, printable and at most 256
     characters, so no record is ever refused by the database for its model."""
     return None if value is None else clean_identity(value)
+
+
+class UserIds:
+    """How user ids are stored: as sent, or (GDPR) pseudonymised with a keyed hash, so the
+    database never holds who the user is, while the same user still adds up."""
+
+    def __init__(self, *, secret: str | None) -> None:
+        self.secret = secret.encode() if secret else None
+
+    def stored(self, user_id: str | None) -> str | None:
+        """The id to store (and to query and budget by) for the id a client sent."""
+        if user_id is None or self.secret is None:
+            return user_id
+        return "u_" + hmac.new(self.secret, user_id.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def api_key_id(authorization: str | None) -> str | None:
