@@ -12,7 +12,8 @@ Each proxy runs pinned to --proxy-cores; the fake upstream and the load generato
 other cores. CPU per request is the utime+stime of the proxy's whole process tree (threads and
 workers included) over the measurement, divided by completed requests.
 Scenarios: nonstream (wrk at each --concurrency), stream (bench/streamload.py at each --streams),
-bigprompt (small requests beside 100,000-token prompts), memory (RSS over --memory-requests).
+bigprompt (small requests beside 100,000-token prompts), memory (RSS over --memory-requests),
+mixed (20,000 requests, streamed and not, 5% upstream errors: proxy errors, records lost, RSS).
 """
 
 from __future__ import annotations
@@ -238,6 +239,8 @@ def measure(target: Target, args: argparse.Namespace, load_cores: str) -> list[d
             rows.append(_memory(target, url, args, load_cores))
         elif scenario == "bigprompt" and target.process:
             rows.append(_big_prompt(target, url, args, load_cores))
+        elif scenario == "mixed" and target.process and target.name.startswith("tokenmeter"):
+            rows.append(_mixed(target, args, load_cores))
     return rows
 
 
@@ -281,6 +284,23 @@ def _big_prompt(target: Target, url: str, args: argparse.Namespace, load_cores: 
     return row
 
 
+def _mixed(target: Target, args: argparse.Namespace, load_cores: str) -> dict[str, Any]:
+    """--mixed-requests at 64 concurrency, 30% streamed, 5% answered with an upstream error:
+    no error may come from the proxy, no record may be lost, and memory must stay flat."""
+    assert target.process is not None
+    warm = [PYTHON, str(HERE / "mixedload.py"), "--url", target.url, "--admin-token", "bench"]
+    subprocess.run(pinned(load_cores) + warm + ["--requests", "2000"], capture_output=True, check=True)
+    before = rss_mb(target.process.pid)
+    out = subprocess.run(pinned(load_cores) + warm + ["--requests", str(args.mixed_requests)], capture_output=True,
+                         text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    row = {"target": target.name, "scenario": f"mixed {args.mixed_requests:,} req", **result,
+           "rss_warm_mb": before, "rss_end_mb": rss_mb(target.process.pid)}
+    print(f"  {target.name:22} mixed: {result['proxy_errors']} proxy errors, {result['records_lost']} records lost, "
+          f"RSS {before} -> {row['rss_end_mb']} MB", file=sys.stderr, flush=True)
+    return row
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     direct = {row["scenario"]: row for row in rows if row["target"] == "direct"}
     lines = ["| target | scenario | throughput | vs direct | p50 ms | added p50 ms | p99 ms | CPU µs/req | errors |",
@@ -315,6 +335,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--proxy-cores", default="0", help="cores for the proxy under test (taskset list)")
     parser.add_argument("--memory-requests", type=int, default=100_000)
+    parser.add_argument("--mixed-requests", type=int, default=20_000)
     parser.add_argument("--json", help="also write the raw rows here")
     args = parser.parse_args()
     args.concurrency = [int(n) for n in args.concurrency.split(",")]
@@ -339,7 +360,7 @@ def main() -> None:
         log.close()
     print(table(rows))
     for row in rows:
-        if "rss_warm_mb" in row or "added_p99_ms" in row:
+        if "rss_warm_mb" in row or "added_p99_ms" in row or "records_lost" in row:
             print(f"- {row['target']} {row['scenario']}: " + ", ".join(
                 f"{k} {v}" for k, v in row.items() if k not in ("target", "scenario")))
     print(f"\n{time.strftime('%Y-%m-%d')}, {cores} cores; proxies on core(s) {args.proxy_cores} with "
