@@ -18,7 +18,7 @@ from tokenmeter_proxy.storage.repository import Repository
 
 pytestmark = pytest.mark.anyio
 TOTALS_KEYS = {"requests", "input_tokens", "cached_input_tokens", "output_tokens", "total_tokens", "cost",
-               "unpriced_requests"}
+               "unpriced_requests", "estimated_requests"}  # the last: so nobody mistakes an estimate for a bill
 RECORD_KEYS = {"id", "created_at", "session_id", "user_id", "api_key_id", "endpoint", "model", "input_tokens",
                "cached_input_tokens", "output_tokens", "reasoning_tokens", "total_tokens", "cost", "currency",
                "price_version", "usage_source", "status_code", "streamed", "latency_ms"}

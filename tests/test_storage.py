@@ -14,7 +14,15 @@ from sqlalchemy import insert, select
 
 from tokenmeter_proxy.storage.engine import engine_from_url
 from tokenmeter_proxy.storage.migrate import current_revision, head_revision, upgrade
-from tokenmeter_proxy.storage.repository import Cursor, Filters, Repository, record_values, records_table, spend_table
+from tokenmeter_proxy.storage.repository import (
+    Cursor,
+    Filters,
+    Repository,
+    Totals,
+    record_values,
+    records_table,
+    spend_table,
+)
 from tokenmeter_proxy.storage.tables import SQLModel, cost_from_e10, cost_to_e10
 from tokenmeter_proxy.types import Usage, UsageRecord
 
@@ -89,7 +97,8 @@ def test_groups_by_day_model_session_and_user(repository: Repository) -> None:
     sessions = repository.grouped("session", Filters())
     assert [(group.key, group.totals.requests) for group in sessions] == [("new", 2), ("old", 1)]
     assert sessions[0].first_seen == NOW and sessions[0].last_seen == NOW
-    assert repository.count_sessions(Filters()) == 2
+    total, page = repository.sessions(limit=10, offset=0)
+    assert total == 2 and [group.key for group in page] == ["new", "old"]
     assert [group.key for group in repository.grouped("user", Filters())] == ["u-1"]
 
 
@@ -141,3 +150,38 @@ def test_the_spend_migration_counts_records_stored_before_it(tmp_path: Path) -> 
     finally:
         engine.dispose()
     assert spent == [(2_500_000_000,)]
+
+
+def test_rollups_give_the_same_figures_as_the_records(repository: Repository) -> None:
+    batch = [record(n, hours_ago=n * 5, session=f"s-{n % 3}", user=f"u-{n % 2}",
+                    model=("gpt-4o", "gpt-4o-mini", None)[n % 3], cost=None if n % 4 == 0 else f"0.{n:03d}",
+                    input_tokens=100 + n) for n in range(40)]
+    repository.insert_records(batch[:25])
+    repository.insert_records(batch[25:])
+    for filters in (Filters(since=NOW - dt.timedelta(days=9)), Filters(since=NOW - dt.timedelta(hours=30)),
+                    Filters(since=NOW - dt.timedelta(days=9), session_id="s-1"),
+                    Filters(since=NOW - dt.timedelta(days=9), user_id="u-0", model="gpt-4o"),
+                    Filters(since=NOW - dt.timedelta(days=9), session_id="s-2", user_id="u-1")):
+        from_rollups = Totals()
+        for _, _, figures in repository.window(filters):
+            from_rollups += figures
+        assert from_rollups == repository.totals(filters), filters
+
+
+def test_session_totals_come_from_the_sessions_rollup(repository: Repository) -> None:
+    repository.insert_records([record(1, hours_ago=3, session="s-x"), record(2, hours_ago=1, session="s-x")])
+    repository.insert_records([record(3, hours_ago=2, session="s-x")])
+    [group] = repository.sessions(limit=5, offset=0)[1]
+    assert group.first_seen == NOW - dt.timedelta(hours=3) and group.last_seen == NOW - dt.timedelta(hours=1)
+    assert repository.session_totals("s-x") == repository.totals(Filters(session_id="s-x"))
+    assert repository.session_totals("nobody") is None
+
+
+def test_rebuilding_a_day_recomputes_it_from_the_records(repository: Repository) -> None:
+    repository.insert_records([record(1, session="s-1"), record(2, session="s-1", user="u-2")])
+    with repository.engine.begin() as connection:
+        connection.execute(records_table.delete().where(records_table.c.id == f"{2:024x}"))
+        repository.rollups.rebuild(connection, [NOW.date()], ["s-1"])
+    window = repository.window(Filters(since=NOW - dt.timedelta(hours=1)))
+    assert sum(figures.requests for _, _, figures in window) == 1
+    assert repository.session_totals("s-1") == repository.totals(Filters(session_id="s-1"))

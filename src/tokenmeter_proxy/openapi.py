@@ -33,7 +33,8 @@ def _object(properties: dict[str, Any], *, nullable: tuple[str, ...] = ()) -> di
 
 
 _TOTALS = _object({"requests": _COUNT, "input_tokens": _COUNT, "cached_input_tokens": _COUNT,
-                   "output_tokens": _COUNT, "total_tokens": _COUNT, "cost": _MONEY, "unpriced_requests": _COUNT})
+                   "output_tokens": _COUNT, "total_tokens": _COUNT, "cost": _MONEY, "unpriced_requests": _COUNT,
+                   "estimated_requests": _COUNT})
 _BRIEF = {"requests": _COUNT, "input_tokens": _COUNT, "output_tokens": _COUNT, "cost": _MONEY}
 _RECORD = _object({
     "id": {"type": "string"}, "created_at": _TIME, "session_id": {"type": "string"}, "user_id": {"type": "string"},

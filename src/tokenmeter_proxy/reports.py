@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
@@ -49,33 +50,37 @@ def usage_stats(
     """`GET /api/usage/stats`: totals, one row per UTC day of the period, and per model."""
     since = now - parse_period(period)
     code, rate = exchange_rate(table, currency)
-    filters = Filters(since=since, session_id=session_id, user_id=user_id, model=model)
-    totals = repository.totals(filters)
-    days = {group.key: group.totals for group in repository.grouped("day", filters)}
+    rows = repository.window(Filters(since=since, session_id=session_id, user_id=user_id, model=model))
+    totals = Totals()
+    days: defaultdict[dt.date, Totals] = defaultdict(Totals)
+    models: defaultdict[str | None, Totals] = defaultdict(Totals)
+    for day, name, figures in rows:
+        totals += figures
+        days[day] += figures
+        models[name] += figures
     daily = []
     day = since.date()
     while day <= now.date():
-        row = days.get(day.isoformat(), Totals())
-        daily.append({"date": day.isoformat(), **_brief(row, rate)})
+        daily.append({"date": day.isoformat(), **_brief(days.get(day, Totals()), rate)})
         day += dt.timedelta(days=1)
-    by_model = [{"model": group.key, **_brief(group.totals, rate)} for group in repository.grouped("model", filters)]
+    by_model = [{"model": name, **_brief(figures, rate)}
+                for name, figures in sorted(models.items(), key=lambda item: (-item[1].cost, item[0] or ""))]
     return {"period": period, "currency": code, "totals": totals_json(totals, rate), "daily": daily,
             "by_model": by_model}
 
 
 def sessions_page(repository: Repository, *, limit: int, offset: int) -> dict[str, Any]:
     """`GET /api/usage/sessions`: sessions with their totals, most recently active first."""
-    groups = repository.grouped("session", Filters(), limit=limit, offset=offset)
-    return {"total": repository.count_sessions(Filters()), "sessions": [session_json(group) for group in groups]}
+    total, groups = repository.sessions(limit=limit, offset=offset)
+    return {"total": total, "sessions": [session_json(group) for group in groups]}
 
 
 def session_detail(repository: Repository, session_id: str, *, limit: int) -> dict[str, Any] | None:
     """`GET /api/usage/sessions/{id}`: the session's totals and its records, newest first."""
-    filters = Filters(session_id=session_id)
-    totals = repository.totals(filters)
-    if totals.requests == 0:
+    totals = repository.session_totals(session_id)
+    if totals is None:
         return None
-    records = repository.records(filters, limit=limit)
+    records = repository.records(Filters(session_id=session_id), limit=limit)
     return {"session_id": session_id, "totals": totals_json(totals, Decimal(1)),
             "records": [record_json(record) for record in records]}
 
@@ -98,6 +103,7 @@ def totals_json(totals: Totals, rate: Decimal) -> dict[str, Any]:
         "total_tokens": totals.total_tokens,
         "cost": totals.cost * rate,
         "unpriced_requests": totals.unpriced_requests,
+        "estimated_requests": totals.estimated_requests,
     }
 
 

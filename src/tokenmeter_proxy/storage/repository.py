@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, delete, func, or_, select, text
+from sqlalchemy import Engine, and_, delete, func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import ColumnElement, Select
 
 from ..types import Usage, UsageRecord
+from .rollups import MEASURES, Rollups, daily_model, daily_session, daily_user, record_sums, sessions_table
 from .tables import ReservationRow, SpendDailyRow, UsageRecordRow, cost_from_e10, cost_to_e10
 
 records_table = UsageRecordRow.__table__  # type: ignore[attr-defined]
@@ -42,10 +43,18 @@ class Totals:
     output_tokens: int = 0
     cost: Decimal = Decimal(0)
     unpriced_requests: int = 0
+    estimated_requests: int = 0
 
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Totals) -> Totals:
+        return Totals(*(getattr(self, name) + getattr(other, name) for name in _TOTALS_FIELDS))
+
+
+_TOTALS_FIELDS = ("requests", "input_tokens", "cached_input_tokens", "output_tokens", "cost", "unpriced_requests",
+                  "estimated_requests")
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,7 @@ class Repository:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.rollups = Rollups(engine)
         dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
         self._insert_new = dialect.insert(records_table).on_conflict_do_nothing(index_elements=["id"]).returning(
             records_table.c.id)
@@ -98,13 +108,14 @@ class Repository:
             new = [record for record in records if record.id in stored]
             if new:
                 connection.execute(self._add_spend, _spend(new))
+                self.rollups.add(connection, new)
             connection.execute(delete(reservations_table).where(
                 reservations_table.c.request_id.in_([record.id for record in records])))
         return len(new)
 
     def totals(self, filters: Filters) -> Totals:
         """Sums over every record the filters select."""
-        query = select(*_sums()).where(*_conditions(filters))
+        query = select(*record_sums()).where(*_conditions(filters))
         with self.engine.connect() as connection:
             return _totals(connection.execute(query).one())
 
@@ -116,7 +127,7 @@ class Repository:
         key = func.date(c.created_at) if by == "day" else {"model": c.model, "session": c.session_id,
                                                               "user": c.user_id}[by]
         query: Select[Any] = (
-            select(key.label("key"), func.min(c.created_at), func.max(c.created_at), *_sums())
+            select(key.label("key"), func.min(c.created_at), func.max(c.created_at), *record_sums())
             .where(*_conditions(filters))
             .group_by(key)
         )
@@ -136,11 +147,44 @@ class Repository:
                 for row in connection.execute(query)
             ]
 
-    def count_sessions(self, filters: Filters) -> int:
-        """How many distinct sessions have records."""
-        query = select(func.count(func.distinct(c.session_id))).where(*_conditions(filters))
+    def window(self, filters: Filters) -> list[tuple[dt.date, str | None, Totals]]:
+        """Totals per UTC day and model from `filters.since` on: whole days from the rollups, the
+        partial first day from the records, so the cost grows with days, not with records."""
+        assert filters.since is not None
+        since = _naive(filters.since)
+        first_whole_day = since.date() if since.time() == dt.time() else since.date() + dt.timedelta(days=1)
+        boundary = dt.datetime.combine(first_whole_day, dt.time())
+        partial = Filters(since=since, until=boundary, session_id=filters.session_id, user_id=filters.user_id,
+                          model=filters.model)
+        day = func.date(c.created_at)
+        queries = [select(day, c.model, *record_sums()).where(*_conditions(partial)).group_by(day, c.model)]
+        if filters.session_id is not None and filters.user_id is not None:  # no rollup has both: read records
+            whole = Filters(since=boundary, session_id=filters.session_id, user_id=filters.user_id, model=filters.model)
+            queries.append(select(day, c.model, *record_sums()).where(*_conditions(whole)).group_by(day, c.model))
+        else:
+            queries.append(_rollup_query(filters, first_whole_day))
         with self.engine.connect() as connection:
-            return int(connection.execute(query).scalar_one())
+            rows = [row for query in queries for row in connection.execute(query)]
+        return [(_date(row[0]), row[1] or None, _totals(row[2:])) for row in rows]
+
+    def sessions(self, *, limit: int, offset: int) -> tuple[int, list[Group]]:
+        """How many sessions there are, and a page of them, most recently active first."""
+        columns = [sessions_table.c[name] for name in MEASURES]
+        query = (select(sessions_table.c.session_id, sessions_table.c.first_seen, sessions_table.c.last_seen,
+                        *columns).order_by(sessions_table.c.last_seen.desc(), sessions_table.c.session_id)
+                 .limit(limit).offset(offset))
+        with self.engine.connect() as connection:
+            total = int(connection.execute(select(func.count()).select_from(sessions_table)).scalar_one())
+            page = [Group(key=row[0], first_seen=_utc(row[1]), last_seen=_utc(row[2]), totals=_totals(row[3:]))
+                    for row in connection.execute(query)]
+        return total, page
+
+    def session_totals(self, session_id: str) -> Totals | None:
+        """A session's totals over all time, or None when it has no records."""
+        columns = [sessions_table.c[name] for name in MEASURES]
+        with self.engine.connect() as connection:
+            row = connection.execute(select(*columns).where(sessions_table.c.session_id == session_id)).first()
+        return None if row is None else _totals(row)
 
     def records(self, filters: Filters, *, limit: int, after: Cursor | None = None) -> list[UsageRecord]:
         """Records newest first, starting after `after`."""
@@ -155,24 +199,31 @@ class Repository:
             return [_record(row._mapping) for row in connection.execute(query)]
 
 
-def _sums() -> list[ColumnElement[Any]]:
-    return [
-        func.count(),
-        func.coalesce(func.sum(c.input_tokens), 0),
-        func.coalesce(func.sum(c.cached_input_tokens), 0),
-        func.coalesce(func.sum(c.output_tokens), 0),
-        func.coalesce(func.sum(c.cost_e10), 0),
-        func.coalesce(func.sum(case((c.cost_e10.is_(None), 1), else_=0)), 0),
-    ]
+def _rollup_query(filters: Filters, first_day: dt.date) -> Select[Any]:
+    table = daily_session if filters.session_id is not None else daily_user if filters.user_id is not None \
+        else daily_model
+    conditions: list[ColumnElement[bool]] = [table.c.day >= first_day]
+    if filters.session_id is not None:
+        conditions.append(table.c.session_id == filters.session_id)
+    if filters.user_id is not None:
+        conditions.append(table.c.user_id == filters.user_id)
+    if filters.model is not None:
+        conditions.append(table.c.model == filters.model)
+    sums = [func.coalesce(func.sum(table.c[name]), 0) for name in MEASURES]
+    return select(table.c.day, table.c.model, *sums).where(*conditions).group_by(table.c.day, table.c.model)
 
 
 def _totals(row: Sequence[Any]) -> Totals:
-    requests, input_tokens, cached, output_tokens, cost_e10, unpriced = row
+    requests, input_tokens, cached, output_tokens, cost_e10, unpriced, estimated = row
     return Totals(
         requests=int(requests), input_tokens=int(input_tokens), cached_input_tokens=int(cached),
         output_tokens=int(output_tokens), cost=cost_from_e10(int(cost_e10)) or Decimal(0),
-        unpriced_requests=int(unpriced),
+        unpriced_requests=int(unpriced), estimated_requests=int(estimated),
     )
+
+
+def _date(value: dt.date | str) -> dt.date:
+    return dt.date.fromisoformat(value) if isinstance(value, str) else value
 
 
 def _conditions(filters: Filters) -> list[ColumnElement[bool]]:

@@ -103,3 +103,56 @@ class SpendDailyRow(SQLModel, table=True):
     subject: str = Field(primary_key=True, max_length=256)
     cost_e10: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+
+
+class _Measures(SQLModel):
+    """The sums every rollup keeps."""
+
+    requests: int = Field(default=0, sa_column_kwargs={"nullable": False})
+    input_tokens: int = Field(default=0, sa_type=BigInteger, sa_column_kwargs={"nullable": False})
+    cached_input_tokens: int = Field(default=0, sa_type=BigInteger, sa_column_kwargs={"nullable": False})
+    output_tokens: int = Field(default=0, sa_type=BigInteger, sa_column_kwargs={"nullable": False})
+    cost_e10: int = Field(default=0, sa_type=BigInteger, sa_column_kwargs={"nullable": False})
+    unpriced_requests: int = Field(default=0, sa_column_kwargs={"nullable": False})
+    estimated_requests: int = Field(default=0, sa_column_kwargs={"nullable": False})
+
+
+class DailyModelRow(_Measures, table=True):
+    """Usage per UTC day and model ("" for none): stats without a session or user filter read
+    days x models rows here, however many records there are."""
+
+    __tablename__ = "rollup_daily_model"
+
+    day: dt.date = Field(primary_key=True)
+    model: str = Field(primary_key=True, max_length=256)
+
+
+class DailySessionRow(_Measures, table=True):
+    """Usage per UTC day, session and model, for stats of one session."""
+
+    __tablename__ = "rollup_daily_session"
+
+    session_id: str = Field(primary_key=True, max_length=256)
+    day: dt.date = Field(primary_key=True)
+    model: str = Field(primary_key=True, max_length=256)
+
+
+class DailyUserRow(_Measures, table=True):
+    """Usage per UTC day, user and model, for stats of one user."""
+
+    __tablename__ = "rollup_daily_user"
+
+    user_id: str = Field(primary_key=True, max_length=256)
+    day: dt.date = Field(primary_key=True)
+    model: str = Field(primary_key=True, max_length=256)
+
+
+class SessionRow(_Measures, table=True):
+    """Each session's totals and first and last record, for the sessions list (newest first)."""
+
+    __tablename__ = "usage_sessions"
+    __table_args__ = (Index("ix_usage_sessions_last_seen", "last_seen"),)
+
+    session_id: str = Field(primary_key=True, max_length=256)
+    first_seen: dt.datetime = Field(sa_column=Column(DateTime(), nullable=False))
+    last_seen: dt.datetime = Field(sa_column=Column(DateTime(), nullable=False))

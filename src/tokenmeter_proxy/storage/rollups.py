@@ -1,0 +1,148 @@
+"""Rollups: usage summed per UTC day (by model, by session, by user) and per session, kept by
+the same transaction that stores the records, so stats read rows per day, not per record.
+
+`add()` folds a batch of new records in; `rebuild()` recomputes the days a change touched
+(erasure, repricing, bulk loads) from the records themselves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Column, Engine, Table, case, delete, func, insert, literal, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from ..types import UsageRecord
+from .tables import DailyModelRow, DailySessionRow, DailyUserRow, SessionRow, UsageRecordRow, cost_to_e10
+
+records = UsageRecordRow.__table__  # type: ignore[attr-defined]
+daily_model = DailyModelRow.__table__  # type: ignore[attr-defined]
+daily_session = DailySessionRow.__table__  # type: ignore[attr-defined]
+daily_user = DailyUserRow.__table__  # type: ignore[attr-defined]
+sessions_table = SessionRow.__table__  # type: ignore[attr-defined]
+MEASURES = ("requests", "input_tokens", "cached_input_tokens", "output_tokens", "cost_e10", "unpriced_requests",
+            "estimated_requests")
+
+
+@dataclass(frozen=True)
+class _Rollup:
+    """One daily rollup: its table, its key columns, and the key of a record (None: not in it)."""
+
+    table: Table
+    keys: tuple[str, ...]
+    key_of: Callable[[UsageRecord, dt.date], tuple[Any, ...] | None]
+    subject: Column[Any] | None  # the record column that names its subject, if any
+
+
+_DAILY = (
+    _Rollup(daily_model, ("day", "model"), lambda r, day: (day, r.model or ""), None),
+    _Rollup(daily_session, ("session_id", "day", "model"),
+            lambda r, day: (r.session_id, day, r.model or "") if r.session_id else None, records.c.session_id),
+    _Rollup(daily_user, ("user_id", "day", "model"),
+            lambda r, day: (r.user_id, day, r.model or "") if r.user_id else None, records.c.user_id),
+)
+
+
+class Rollups:
+    """Keeps the rollup tables in step with the records."""
+
+    def __init__(self, engine: Engine) -> None:
+        dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+        self._add_daily = [(rollup, _adding(dialect.insert(rollup.table), rollup.keys)) for rollup in _DAILY]
+        upsert = dialect.insert(sessions_table)
+        self._add_session = upsert.on_conflict_do_update(index_elements=["session_id"], set_={
+            **{name: sessions_table.c[name] + upsert.excluded[name] for name in MEASURES},
+            "first_seen": func.min(sessions_table.c.first_seen, upsert.excluded.first_seen) if dialect is sqlite
+            else func.least(sessions_table.c.first_seen, upsert.excluded.first_seen),
+            "last_seen": func.max(sessions_table.c.last_seen, upsert.excluded.last_seen) if dialect is sqlite
+            else func.greatest(sessions_table.c.last_seen, upsert.excluded.last_seen),
+        })
+
+    def add(self, connection: Connection, batch: Sequence[UsageRecord]) -> None:
+        """Fold new records into every rollup (rows in a fixed order: no deadlocks between writers)."""
+        for rollup, statement in self._add_daily:
+            rows = _sum_by(batch, rollup)
+            if rows:
+                connection.execute(statement, rows)
+        per_session: dict[str, dict[str, Any]] = {}
+        for record in batch:
+            if record.session_id:
+                moment = _naive(record.created_at)
+                row = per_session.setdefault(record.session_id, {
+                    "session_id": record.session_id, "first_seen": moment, "last_seen": moment,
+                    **dict.fromkeys(MEASURES, 0)})
+                row["first_seen"], row["last_seen"] = min(row["first_seen"], moment), max(row["last_seen"], moment)
+                _accumulate(row, record)
+        if per_session:
+            connection.execute(self._add_session, [per_session[key] for key in sorted(per_session)])
+
+    def rebuild(self, connection: Connection, days: Iterable[dt.date], session_ids: Iterable[str] = ()) -> None:
+        """Recompute the daily rollups of `days`, and the totals of `session_ids`, from the records."""
+        for day in sorted(set(days)):
+            start = dt.datetime.combine(day, dt.time())
+            window = [records.c.created_at >= start, records.c.created_at < start + dt.timedelta(days=1)]
+            for rollup in _DAILY:
+                connection.execute(delete(rollup.table).where(rollup.table.c.day == day))
+                key_columns = {"day": literal(day, type_=rollup.table.c.day.type),
+                               "model": func.coalesce(records.c.model, "")}
+                if rollup.subject is not None:
+                    key_columns[rollup.keys[0]] = rollup.subject
+                keys = [key_columns[name] for name in rollup.keys]
+                query = (select(*keys, *record_sums()).where(*window)
+                         .where(*([rollup.subject.is_not(None)] if rollup.subject is not None else []))
+                         .group_by(*keys))
+                connection.execute(insert(rollup.table).from_select([*rollup.keys, *MEASURES], query))
+        for session_id in sorted(set(session_ids)):
+            connection.execute(delete(sessions_table).where(sessions_table.c.session_id == session_id))
+            query = (select(records.c.session_id, func.min(records.c.created_at), func.max(records.c.created_at),
+                            *record_sums()).where(records.c.session_id == session_id).group_by(records.c.session_id))
+            connection.execute(insert(sessions_table).from_select(["session_id", "first_seen", "last_seen", *MEASURES],
+                                                            query))
+
+
+def _adding(upsert: Any, keys: tuple[str, ...]) -> Any:
+    return upsert.on_conflict_do_update(
+        index_elements=list(keys), set_={name: upsert.table.c[name] + upsert.excluded[name] for name in MEASURES})
+
+
+def _sum_by(batch: Sequence[UsageRecord], rollup: _Rollup) -> list[dict[str, Any]]:
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for record in batch:
+        key = rollup.key_of(record, _naive(record.created_at).date())
+        if key is None:
+            continue
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = {**dict(zip(rollup.keys, key, strict=True)), **dict.fromkeys(MEASURES, 0)}
+        _accumulate(row, record)
+    return [rows[key] for key in sorted(rows)]
+
+
+def _accumulate(row: dict[str, Any], record: UsageRecord) -> None:
+    usage = record.usage
+    row["requests"] += 1
+    row["input_tokens"] += usage.input_tokens
+    row["cached_input_tokens"] += usage.cached_input_tokens
+    row["output_tokens"] += usage.output_tokens
+    row["cost_e10"] += cost_to_e10(record.cost) or 0
+    row["unpriced_requests"] += record.cost is None
+    row["estimated_requests"] += record.usage_source == "estimated"
+
+
+def record_sums() -> list[Any]:
+    """The rollup measures, summed over records, in `MEASURES` order."""
+    return [
+        func.count(), func.coalesce(func.sum(records.c.input_tokens), 0),
+        func.coalesce(func.sum(records.c.cached_input_tokens), 0), func.coalesce(func.sum(records.c.output_tokens), 0),
+        func.coalesce(func.sum(records.c.cost_e10), 0),
+        func.coalesce(func.sum(case((records.c.cost_e10.is_(None), 1), else_=0)), 0),
+        func.coalesce(func.sum(case((records.c.usage_source == "estimated", 1), else_=0)), 0),
+    ]
+
+
+def _naive(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo else moment
