@@ -173,8 +173,9 @@ def test_session_totals_come_from_the_sessions_rollup(repository: Repository) ->
     repository.insert_records([record(3, hours_ago=2, session="s-x")])
     [group] = repository.sessions(limit=5, offset=0)[1]
     assert group.first_seen == NOW - dt.timedelta(hours=3) and group.last_seen == NOW - dt.timedelta(hours=1)
-    assert repository.session_totals("s-x") == repository.totals(Filters(session_id="s-x"))
-    assert repository.session_totals("nobody") is None
+    totals, records = repository.session("s-x", limit=10)
+    assert totals == repository.totals(Filters(session_id="s-x")) and len(records) == 3
+    assert repository.session("nobody", limit=10) == (None, [])
 
 
 def test_rebuilding_a_day_recomputes_it_from_the_records(repository: Repository) -> None:
@@ -184,4 +185,4 @@ def test_rebuilding_a_day_recomputes_it_from_the_records(repository: Repository)
         repository.rollups.rebuild(connection, [NOW.date()], ["s-1"])
     window = repository.window(Filters(since=NOW - dt.timedelta(hours=1)))
     assert sum(figures.requests for _, _, figures in window) == 1
-    assert repository.session_totals("s-1") == repository.totals(Filters(session_id="s-1"))
+    assert repository.session("s-1", limit=10)[0] == repository.totals(Filters(session_id="s-1"))

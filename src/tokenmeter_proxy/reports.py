@@ -77,10 +77,9 @@ def sessions_page(repository: Repository, *, limit: int, offset: int) -> dict[st
 
 def session_detail(repository: Repository, session_id: str, *, limit: int) -> dict[str, Any] | None:
     """`GET /api/usage/sessions/{id}`: the session's totals and its records, newest first."""
-    totals = repository.session_totals(session_id)
+    totals, records = repository.session(session_id, limit=limit)
     if totals is None:
         return None
-    records = repository.records(Filters(session_id=session_id), limit=limit)
     return {"session_id": session_id, "totals": totals_json(totals, Decimal(1)),
             "records": [record_json(record) for record in records]}
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, func, or_, select, text
+from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import ColumnElement, Select
 
@@ -179,24 +180,37 @@ class Repository:
                     for row in connection.execute(query)]
         return total, page
 
-    def session_totals(self, session_id: str) -> Totals | None:
-        """A session's totals over all time, or None when it has no records."""
+    def session(self, session_id: str, *, limit: int) -> tuple[Totals | None, list[UsageRecord]]:
+        """A session's totals over all time (None when it has no records) and its newest records,
+        read from one snapshot so the two always agree."""
         columns = [sessions_table.c[name] for name in MEASURES]
-        with self.engine.connect() as connection:
+        with self._snapshot() as connection:
             row = connection.execute(select(*columns).where(sessions_table.c.session_id == session_id)).first()
-        return None if row is None else _totals(row)
+            found = connection.execute(_records_query(Filters(session_id=session_id), limit=limit, after=None))
+            records = [_record(item._mapping) for item in found]
+        return (None if row is None else _totals(row)), records
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        """A read-only transaction that sees one moment (PostgreSQL reads each statement afresh
+        otherwise; SQLite keeps one snapshot per transaction anyway)."""
+        options = {"isolation_level": "REPEATABLE READ"} if self.engine.dialect.name == "postgresql" else {}
+        with self.engine.connect().execution_options(**options) as connection, connection.begin():
+            yield connection
 
     def records(self, filters: Filters, *, limit: int, after: Cursor | None = None) -> list[UsageRecord]:
         """Records newest first, starting after `after`."""
-        query = select(records_table).where(*_conditions(filters))
-        if after is not None:
-            query = query.where(
-                or_(c.created_at < _naive(after.created_at),
-                    and_(c.created_at == _naive(after.created_at), c.id < after.id))
-            )
-        query = query.order_by(c.created_at.desc(), c.id.desc()).limit(limit)
         with self.engine.connect() as connection:
-            return [_record(row._mapping) for row in connection.execute(query)]
+            return [_record(row._mapping) for row in connection.execute(_records_query(filters, limit=limit,
+                                                                                         after=after))]
+
+
+def _records_query(filters: Filters, *, limit: int, after: Cursor | None) -> Select[Any]:
+    query = select(records_table).where(*_conditions(filters))
+    if after is not None:
+        query = query.where(or_(c.created_at < _naive(after.created_at),
+                                and_(c.created_at == _naive(after.created_at), c.id < after.id)))
+    return query.order_by(c.created_at.desc(), c.id.desc()).limit(limit)
 
 
 def _rollup_query(filters: Filters, first_day: dt.date) -> Select[Any]:
