@@ -32,10 +32,11 @@ class Proxy:
             **(environ or {})}
         (workdir / "pricing.yaml").write_text(PRICING)
         subprocess.run([EXECUTABLE, "migrate", "--database-url", url], env=environ, check=True, capture_output=True)
-        self.log = open(workdir / f"proxy-{self.url.rsplit(':', 1)[1]}.log", "wb")  # noqa: SIM115 (closed in stop())
-        self.process = subprocess.Popen(
-            [EXECUTABLE, "serve", "--port", self.url.rsplit(":", 1)[1], "--upstream", f"{upstream}/v1",
-             "--database-url", url], env=environ, cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT)
+        self.log = workdir / f"proxy-{self.url.rsplit(':', 1)[1]}.log"
+        with open(self.log, "wb") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                [EXECUTABLE, "serve", "--port", self.url.rsplit(":", 1)[1], "--upstream", f"{upstream}/v1",
+                 "--database-url", url], env=environ, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -43,7 +44,7 @@ class Proxy:
                     break
             except httpx.TransportError:
                 pass
-            assert self.process.poll() is None and time.monotonic() < deadline, Path(self.log.name).read_text()
+            assert self.process.poll() is None and time.monotonic() < deadline, self.log.read_text()
             time.sleep(0.05)
 
     def admin(self, path: str, method: str = "GET", json: Any = None, **params: Any) -> Any:
@@ -65,8 +66,6 @@ class Proxy:
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         self.process.send_signal(sig)
-        code = self.process.wait(30)
-        self.log.close()
-        return code
+        return self.process.wait(30)
 
 

@@ -168,7 +168,7 @@ def test_a_large_upload_keeps_its_content_length(proxy: Proxy) -> None:
 
 
 def test_new_prices_apply_within_two_seconds(proxy: Proxy, client: openai.OpenAI) -> None:
-    path = Path(proxy.log.name).parent / "pricing.yaml"  # in the proxy's working directory
+    path = proxy.log.parent / "pricing.yaml"  # in the proxy's working directory
     original = path.read_text()
     try:
         path.write_text(original.replace("input: 2.50", "input: 5.00"))
