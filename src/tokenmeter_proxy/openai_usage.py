@@ -26,7 +26,7 @@ from .reconciliation import DayFigures, day_start, usage_page
 
 log = logging.getLogger(__name__)
 
-TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+TIMEOUT = httpx.Timeout(60.0, connect=10.0)  # a page of a year of buckets takes the API a while
 PAGE_DAYS = 31  # the most daily buckets the API returns in one page
 MAX_PAGES = 1000
 RETRIED = frozenset({429, 500, 502, 503, 504})
@@ -42,7 +42,6 @@ class UsageAPI:
     backoff_seconds: float = 1.0
     attempts: int = 5
     max_delay: float = 60.0
-    timeout: httpx.Timeout = TIMEOUT
     transport: httpx.AsyncBaseTransport | None = None
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
@@ -64,7 +63,7 @@ class UsageAPI:
         }
         headers = {"authorization": f"Bearer {self.admin_key}", "user-agent": f"tokenmeter-proxy/{__version__}"}
         rows: list[DayFigures] = []
-        async with httpx.AsyncClient(transport=self.transport, timeout=self.timeout, headers=headers) as client:
+        async with httpx.AsyncClient(transport=self.transport, timeout=TIMEOUT, headers=headers) as client:
             page: str | None = None
             for _ in range(MAX_PAGES):
                 payload = await self._get(client, url, params if page is None else {**params, "page": page})

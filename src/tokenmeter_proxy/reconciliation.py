@@ -73,14 +73,17 @@ def parse_day(text: object, name: str) -> dt.date:
     return day
 
 
-def parse_range(start_text: object, end_text: object) -> tuple[dt.date, dt.date]:
-    """`start_date` and `end_date`, both included, in order and at most `MAX_DAYS` days apart."""
-    start, end = parse_day(start_text, "start_date"), parse_day(end_text, "end_date")
+def parse_range(start_text: object, end_text: object, *, names: tuple[str, str] = ("start_date", "end_date")
+                ) -> tuple[dt.date, dt.date]:
+    """Start and end dates, both included, in order and at most `MAX_DAYS` days apart;
+    `BadRequest` naming the parameter (as `names` calls them) otherwise."""
+    start_name, end_name = names
+    start, end = parse_day(start_text, start_name), parse_day(end_text, end_name)
     if end < start:
-        raise BadRequest(f"end_date ({end}) must not be before start_date ({start})", param="end_date")
+        raise BadRequest(f"{end_name} ({end}) must not be before {start_name} ({start})", param=end_name)
     if (end - start).days + 1 > MAX_DAYS:
         raise BadRequest(f"at most {MAX_DAYS} days at a time; {start} to {end} is {(end - start).days + 1}",
-                         param="end_date")
+                         param=end_name)
     return start, end
 
 
