@@ -28,6 +28,9 @@ class FakeUsageAPI:
     status: int | None = None
     seen: list[tuple[str, str | None]] = field(default_factory=list)  # (query string, page)
 
+    def __post_init__(self) -> None:
+        self.days = dict(self.days)  # a test may change a day's results: never the caller's
+
     @property
     def app(self) -> Starlette:
         return Starlette(routes=[Route("/v1/organization/usage/completions", self.completions)])

@@ -31,7 +31,7 @@ def figures(requests: int, input_tokens: int, cached: int, output_tokens: int) -
 
 @pytest.fixture
 def usage() -> Iterator[tuple[str, FakeUsageAPI]]:
-    fake = FakeUsageAPI({day: list(results) for day, results in DAYS.items()}, throttle={"p1"})
+    fake = FakeUsageAPI(DAYS, throttle={"p1"})
     with serve_in_thread(fake.app) as base:
         yield f"{base}/v1", fake
 
