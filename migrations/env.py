@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from tokenmeter_proxy.storage import tables
+from tokenmeter_proxy.storage import provider_store, tables  # noqa: F401 (imported: its table joins the metadata)
 from tokenmeter_proxy.storage.engine import engine_from_url
 
 target_metadata = tables.SQLModel.metadata

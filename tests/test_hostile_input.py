@@ -13,7 +13,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from conftest import ADMIN_TOKEN, PRICING, admin_headers, proxy_client, serve_in_thread
+from conftest import ADMIN_TOKEN, PRICING, admin_headers, free_port, proxy_client, serve_in_thread
 from conftest import _migrate as migrate
 from tokenmeter_proxy.app import create_app
 from tokenmeter_proxy.config import Settings
@@ -31,8 +31,10 @@ def admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     (directory / "pricing.yaml").write_text(PRICING)
     url = f"sqlite:///{directory / 'usage.db'}"
     migrate(url)
+    # No OPENAI_ADMIN_KEY, and the usage API on a closed local port: a fuzzed sync-openai is
+    # refused (400) before anything leaves the machine, never sent to the real API.
     settings = Settings(database_url=url, pricing=directory / "pricing.yaml", admin_token=ADMIN_TOKEN,
-                        spool_dir=directory / "spool")
+                        spool_dir=directory / "spool", openai_api_base=f"http://127.0.0.1:{free_port()}/v1")
     with serve_in_thread(create_app(settings)) as base:
         yield base
 

@@ -22,18 +22,21 @@ from .api import AdminAPI, JSONResponse, RequireAdminToken
 from .asgi import Receive, Scope, Send
 from .budgeting import BudgetGate
 from .config import Settings
-from .errors import BadRequest, ConfigError, openai_error
+from .errors import BadRequest, ConfigError, ProviderError, openai_error
 from .metering import Meter
 from .metrics import Metrics
 from .middleware import TokenMeterMiddleware
+from .openai_usage import UsageAPI
 from .openapi import admin_openapi
 from .ops import Operations
 from .pricebook import PriceBook
 from .proxy import ForwardingApp
+from .reconciliation_api import ReconciliationAPI
 from .request_body import UserIds
 from .storage.budget_store import BudgetStore
 from .storage.engine import engine_from_url
 from .storage.migrate import current_revision, head_revision
+from .storage.provider_store import ProviderStore
 from .storage.repository import Repository
 from .storage.spool import Spool
 from .storage.writer import RecordWriter
@@ -101,6 +104,10 @@ def create_app(
     )
     admin_api = AdminAPI(repository=repository, prices=lambda: prices.current, clock=clock, budgets=gate,
                          user_ids=user_ids)
+    reconciliation_api = ReconciliationAPI(
+        store=ProviderStore(engine), usage_api=UsageAPI(settings.openai_api_base, settings.openai_admin_key),
+        prices=lambda: prices.current, clock=clock,
+    )
     operations = Operations(repository=repository, writer=writer, metrics=metrics)
 
     @contextlib.asynccontextmanager
@@ -132,11 +139,12 @@ def create_app(
         routes=[
             *operations.routes(),
             Route("/api/openapi.json", _openapi),  # public: a description, not data
-            Mount("/api", app=RequireAdminToken(Router(admin_api.routes()), token=settings.admin_token)),
+            Mount("/api", app=RequireAdminToken(Router([*admin_api.routes(), *reconciliation_api.routes()]),
+                                                token=settings.admin_token)),
         ],
         exception_handlers={
             BadRequest: _bad_request, HTTPException: _http_error, OperationalError: _database_down,
-            Exception: _server_error,
+            ProviderError: _provider_error, Exception: _server_error,
         },
         lifespan=lifespan,
     )
@@ -170,6 +178,13 @@ async def _bad_request(request: Request, exc: Exception) -> Response:
     kind = "not_found" if exc.status == 404 else "invalid_parameter"
     return JSONResponse(openai_error(exc.message, type="invalid_request_error", code=kind, param=exc.param),
                         status_code=exc.status)
+
+
+async def _provider_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProviderError)
+    log.warning("admin API: %s", exc.message)  # the message never holds the admin key
+    kind = "invalid_request_error" if exc.status < 500 else "provider_error"
+    return JSONResponse(openai_error(exc.message, type=kind, code=exc.code), status_code=exc.status)
 
 
 async def _database_down(request: Request, exc: Exception) -> Response:

@@ -1,8 +1,9 @@
-"""`tokenmeter-proxy`: serve | migrate | stats | pricing check."""
+"""`tokenmeter-proxy`: serve | migrate | stats | pricing check | sync-openai."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import signal
@@ -13,16 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from sqlalchemy.exc import OperationalError
 
 from . import __version__, reports
 from .app import create_app
 from .budgets import Applied, budget_status
 from .config import DEFAULT_DATABASE_URL, Settings
-from .errors import ConfigError, PricingError
+from .errors import BadRequest, ConfigError, PricingError, ProviderError
+from .openai_usage import UsageAPI
 from .pricing import load_pricing, money_text
+from .reconciliation import ZERO, parse_range
 from .storage.budget_store import BudgetStore
 from .storage.engine import engine_from_url
-from .storage.migrate import upgrade
+from .storage.migrate import current_revision, head_revision, upgrade
+from .storage.provider_store import ProviderStore
 from .storage.repository import Filters, Repository, Totals
 from .types import utc_now
 
@@ -66,6 +71,15 @@ def _parser() -> argparse.ArgumentParser:
     stats.add_argument("--by", default="model", choices=list(reports.GROUPINGS))
     stats.add_argument("--database-url")
     stats.set_defaults(run=_stats)
+
+    sync = commands.add_parser("sync-openai", help="store OpenAI's own usage figures for reconciliation "
+                               "(admin key in OPENAI_ADMIN_KEY); days synced again are replaced")
+    sync.add_argument("--start-date", required=True, help="first UTC day, YYYY-MM-DD")
+    sync.add_argument("--end-date", required=True, help="last UTC day, YYYY-MM-DD (included)")
+    sync.add_argument("--api-base", help="usage API base URL (TOKENMETER_OPENAI_API_BASE, else "
+                      "https://api.openai.com/v1)")
+    sync.add_argument("--database-url")
+    sync.set_defaults(run=_sync_openai)
 
     pricing = commands.add_parser("pricing", help="work with pricing files")
     pricing_commands = pricing.add_subparsers(required=True, metavar="COMMAND")
@@ -181,4 +195,38 @@ def _pricing_check(args: argparse.Namespace) -> int:
         return 1
     print(f"{args.file}: OK, {len(table.models)} models priced in {table.currency} "
           f"per {table.unit_tokens:,} tokens (version {table.version})")
+    return 0
+
+
+def _sync_openai(args: argparse.Namespace) -> int:
+    """Exit 0 having replaced the days' provider figures; 1 when the usage API or the database
+    failed (nothing changed), 2 for bad dates."""
+    settings = Settings.load({"database_url": args.database_url, "openai_api_base": args.api_base})
+    try:
+        start, end = parse_range(args.start_date, args.end_date, names=("--start-date", "--end-date"))
+    except BadRequest as exc:
+        print(f"tokenmeter-proxy: {exc.message}", file=sys.stderr)
+        return 2
+    engine = engine_from_url(settings.database_url)
+    try:
+        current, head = current_revision(engine), head_revision()
+        if current != head:
+            print(f"tokenmeter-proxy: the database {settings.database_url} is at schema revision {current or 'none'}, "
+                  f"this version needs {head}: run `tokenmeter-proxy migrate` first", file=sys.stderr)
+            return 1
+        api = UsageAPI(settings.openai_api_base, settings.openai_admin_key)
+        rows = asyncio.run(api.daily_completions(start, end))
+        stored = ProviderStore(engine).replace_days("openai", start, end, rows, now=utc_now())
+    except ProviderError as exc:
+        print(f"tokenmeter-proxy: {exc.message}", file=sys.stderr)
+        return 1
+    except OperationalError as exc:
+        print(f"tokenmeter-proxy: the database {settings.database_url} is unreachable: {exc.orig}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    totals = sum((row.figures for row in rows), ZERO)
+    print(f"synced {(end - start).days + 1} day(s), {start} to {end}, from {settings.openai_api_base}: "
+          f"{stored} day x model row(s), {totals.requests:,} requests, {totals.input_tokens:,} input tokens "
+          f"({totals.cached_input_tokens:,} cached), {totals.output_tokens:,} output tokens")
     return 0

@@ -2,6 +2,7 @@
 
 This is the only module that reads the environment. Every flag of `tokenmeter-proxy serve`
 has a variable of the same name with the `TOKENMETER_` prefix; a flag wins over its variable.
+OpenAI's admin key keeps its own name, `OPENAI_ADMIN_KEY`, and is never shown (`repr=False`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from .budgets import Budget, parse_budget
 from .errors import BadRequest, ConfigError
 
 DEFAULT_UPSTREAM = "https://api.openai.com/v1"
+DEFAULT_OPENAI_API_BASE = "https://api.openai.com/v1"
 DEFAULT_DATABASE_URL = "sqlite:///./tokenmeter.db"
 DEFAULT_PRICING = Path("config/pricing.yaml")
 PACKAGED_PRICING = Path(__file__).with_name("default_pricing.yaml")
 ENV_PREFIX = "TOKENMETER_"
-# Read from tiktoken's own variables, which tiktoken itself reads too, so both agree.
-_NOT_FROM_PREFIX = frozenset({"tiktoken_cache_dir"})
+# Read from variables of their own: tiktoken's (which tiktoken itself reads too, so both agree),
+# and OpenAI's admin key under the name OpenAI's documentation gives it.
+_NOT_FROM_PREFIX = frozenset({"tiktoken_cache_dir", "openai_admin_key"})
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,9 @@ class Settings:
     unpriced: str = "refuse"  # under a cost budget, a model without a price is refused, or "allow"ed
     budget_failure: str = "open"  # when budgets cannot be checked (database down): admit ("open") or refuse
     tiktoken_cache_dir: Path = Path(tempfile.gettempdir()) / "data-gym-cache"
+    openai_api_base: str = DEFAULT_OPENAI_API_BASE  # where sync-openai reads the organization's usage
+    # OPENAI_ADMIN_KEY: read only to call the usage API; never logged, stored, or shown in a repr
+    openai_admin_key: str | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
     def load(
@@ -81,19 +87,20 @@ class Settings:
                 if environ.get(variable):
                     raw["tiktoken_cache_dir"] = environ[variable]
                     break
+        if "openai_admin_key" not in raw and environ.get("OPENAI_ADMIN_KEY", "").strip():
+            raw["openai_admin_key"] = environ["OPENAI_ADMIN_KEY"].strip()
         values = {name: _convert(cls, name, value) for name, value in raw.items()}
         settings = cls(**values)  # type: ignore[arg-type]
         settings._validate()
         return settings
 
     def _validate(self) -> None:
-        upstream = urlsplit(self.upstream)
-        if (upstream.scheme not in ("http", "https") or not upstream.hostname or upstream.username is not None
-                or upstream.query or upstream.fragment):
-            raise ConfigError(
-                f"TOKENMETER_UPSTREAM must be an http(s) URL with its version prefix, "
-                f"such as {DEFAULT_UPSTREAM}; got {self.upstream!r}"
-            )
+        for name, example in (("upstream", DEFAULT_UPSTREAM), ("openai_api_base", DEFAULT_OPENAI_API_BASE)):
+            if not is_base_url(getattr(self, name)):
+                raise ConfigError(
+                    f"{ENV_PREFIX}{name.upper()} must be an http(s) URL with its version prefix, "
+                    f"such as {example}; got {getattr(self, name)!r}"
+                )
         if not self.database_url.startswith(("sqlite:///", "postgresql")):
             raise ConfigError(
                 "TOKENMETER_DATABASE_URL must look like sqlite:///path.db or "
@@ -139,6 +146,17 @@ class Settings:
             if value is not None and field.name not in _NOT_FROM_PREFIX:
                 environ[ENV_PREFIX + field.name.upper()] = str(value)
         return environ
+
+
+def is_base_url(url: str) -> bool:
+    """An http(s) URL naming a host, without credentials, query or fragment."""
+    try:
+        parts = urlsplit(url)
+        hostname, username = parts.hostname, parts.username
+    except ValueError:
+        return False
+    return (parts.scheme in ("http", "https") and bool(hostname) and username is None
+            and not parts.query and not parts.fragment)
 
 
 def _convert(cls: type[Settings], name: str, value: object) -> object:

@@ -4,8 +4,9 @@
     ├── ConfigError        a setting is missing or malformed (fail fast at startup)
     ├── PricingError       the pricing file is unusable; carries line-precise messages
     ├── BadRequest         an admin API parameter is invalid (becomes a 4xx JSON error)
-    └── UpstreamError      the upstream could not be reached, or broke off (502)
-        └── UpstreamTimeout    it did not answer in time (504)
+    ├── UpstreamError      the upstream could not be reached, or broke off (502)
+    │   └── UpstreamTimeout    it did not answer in time (504)
+    └── ProviderError      a provider's usage API could not be read (sync-openai; 4xx/502/504)
 """
 
 from __future__ import annotations
@@ -45,6 +46,18 @@ class UpstreamError(TokenMeterError):
 
 class UpstreamTimeout(UpstreamError):
     """The upstream did not connect or answer within its timeout."""
+
+
+class ProviderError(TokenMeterError):
+    """A provider's usage API could not be read: no key configured, key refused, unreachable,
+    or still failing after retries. `status` is what the admin API answers, `code` says which.
+    The message never holds the key."""
+
+    def __init__(self, message: str, *, code: str, status: int = 502) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status = status
 
 
 def openai_error(

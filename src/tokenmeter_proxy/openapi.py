@@ -59,6 +59,15 @@ _BUDGET = _object({
     "reserved_tokens": _COUNT, "remaining_cost": _MONEY, "remaining_tokens": {"type": "integer"},
     "resets_at": _TIME,
 }, nullable=("max_cost", "max_tokens", "remaining_cost", "remaining_tokens", "resets_at"))
+_FIGURES = _object({"requests": _COUNT, "input_tokens": _COUNT, "cached_input_tokens": _COUNT,
+                    "output_tokens": _COUNT})
+_DIFFERENCE = _object({"requests": {"type": "integer"}, "input_tokens": {"type": "integer"},
+                       "cached_input_tokens": {"type": "integer"}, "output_tokens": {"type": "integer"}})
+_DATE = {"type": "string", "format": "date"}
+_SIDES = {"metered": _FIGURES, "provider": _FIGURES, "difference": _DIFFERENCE}
+_PROVIDER_FAILED = {"description": "The provider's usage API refused the key, could not be reached, or kept "
+                                   "failing (504: it did not answer in time)", "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/Error"}}}}
 _PERIOD = {"enum": ["24h", "7d", "30d", "90d"], "default": "7d"}
 _FILTERS = [
     _query("session_id", _TEXT, "Only this session"), _query("user_id", _TEXT, "Only this user"),
@@ -96,6 +105,21 @@ def admin_openapi() -> dict[str, Any]:
                                _query("cursor", _TEXT, "next_cursor of the previous page"), *_FILTERS,
                                _query("since", _TIME, "From (ISO 8601)"), _query("until", _TIME, "Before")],
                 "responses": _ok("Records")}},
+            "/api/usage/sync-openai": {"post": {
+                "summary": "Read OpenAI's usage API for UTC days (admin key in OPENAI_ADMIN_KEY) and replace "
+                           "the provider figures stored for them",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["start_date", "end_date"],
+                    "properties": {"start_date": _DATE, "end_date": _DATE, "api_base": {
+                        "anyOf": [{"type": "string"}, {"type": "null"}],
+                        "description": "The configured TOKENMETER_OPENAI_API_BASE, or a URL on this machine"}}}}}},
+                "responses": {**_ok("Sync"), "502": _PROVIDER_FAILED, "504": _PROVIDER_FAILED}}},
+            "/api/usage/reconciliation": {"get": {
+                "summary": "Provider figures against metered ones (all but demo records), per UTC day and model",
+                "parameters": [{**_query("start_date", _DATE, "First UTC day"), "required": True},
+                               {**_query("end_date", _DATE, "Last UTC day, included (at most 366 days)"),
+                                "required": True}],
+                "responses": _ok("Reconciliation")}},
             "/api/budgets": {
                 "get": {"summary": "Budgets and where each stands", "responses": _ok("Budgets")},
                 "put": {"summary": "Create (201) or replace (200) the budget of a scope, subject and period",
@@ -128,6 +152,13 @@ def admin_openapi() -> dict[str, Any]:
                 "Records": _object({"records": {"type": "array", "items": _RECORD},
                                     "next_cursor": {"type": "string"}}, nullable=("next_cursor",)),
                 "Budget": _BUDGET,
+                "Sync": _object({"provider": {"type": "string"}, "api_base": {"type": "string"},
+                                 "start_date": _DATE, "end_date": _DATE, "days": _COUNT, "rows": _COUNT,
+                                 "totals": _FIGURES}),
+                "Reconciliation": _object({
+                    "days": {"type": "array", "items": _object({"date": _DATE, "model": {"type": "string"}, **_SIDES},
+                                                              nullable=("model", "provider", "difference"))},
+                    "totals": _object(_SIDES, nullable=("provider", "difference"))}),
                 "Budgets": _object({"budgets": {"type": "array", "items": _BUDGET},
                                     "defaults": {"type": "array", "items": {"type": "object"}}}),
             },
