@@ -139,18 +139,26 @@ def test_sigterm_lets_open_streams_finish_and_writes_every_record(upstream: tupl
                                                                     tmp_path: Path) -> None:
     proxy = Proxy(tmp_path, upstream[1])
     finished: list[int] = []
+    opened = threading.Semaphore(0)
 
     def slow_stream() -> None:
         with httpx.stream("POST", f"{proxy.url}/v1/chat/completions", timeout=30, json={
                 "model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hi"}]}, headers={
                 "authorization": f"Bearer {KEY}", "X-Session-Id": "e2e-term", "x-fake-chunks": "10",
-                "x-fake-delay-ms": "100"}) as response:
-            finished.append(sum(1 for line in response.iter_lines() if line.startswith("data: ")))
+                "x-fake-delay-ms": "200"}) as response:
+            events = 0
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    events += 1
+                    if events == 1:
+                        opened.release()
+            finished.append(events)
 
     streams = [threading.Thread(target=slow_stream) for _ in range(20)]
     for stream in streams:
         stream.start()
-    time.sleep(0.4)  # every stream is open and halfway through
+    for _ in streams:  # every stream is open and under way (10 chunks, 200 ms apart)
+        assert opened.acquire(timeout=20)
     assert proxy.stop(signal.SIGTERM) == 0
     for stream in streams:
         stream.join(10)
