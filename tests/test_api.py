@@ -21,7 +21,7 @@ TOTALS_KEYS = {"requests", "input_tokens", "cached_input_tokens", "output_tokens
                "unpriced_requests", "estimated_requests"}  # the last: so nobody mistakes an estimate for a bill
 RECORD_KEYS = {"id", "created_at", "session_id", "user_id", "api_key_id", "endpoint", "model", "input_tokens",
                "cached_input_tokens", "output_tokens", "reasoning_tokens", "total_tokens", "cost", "currency",
-               "price_version", "usage_source", "status_code", "streamed", "latency_ms"}
+               "price_version", "usage_source", "status_code", "streamed", "latency_ms", "price_source"}
 ENDPOINTS = ["/api/usage/stats", "/api/usage/sessions", "/api/usage/sessions/s-1", "/api/usage/records"]
 
 

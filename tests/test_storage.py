@@ -143,7 +143,8 @@ def test_the_spend_migration_counts_records_stored_before_it(tmp_path: Path) -> 
     try:
         upgrade(engine, "0002")
         with engine.begin() as connection:
-            connection.execute(insert(records_table), [record_values(record(1, cost="0.25"))])
+            old_columns = {k: v for k, v in record_values(record(1, cost="0.25")).items() if k != "price_source"}
+            connection.execute(insert(records_table), [old_columns])  # the record as revision 0002 stored it
         upgrade(engine)
         with engine.connect() as connection:
             spent = connection.execute(select(spend_table.c.cost_e10).where(spend_table.c.scope == "session")).all()

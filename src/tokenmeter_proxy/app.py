@@ -21,6 +21,7 @@ from . import tokens
 from .api import AdminAPI, JSONResponse, RequireAdminToken
 from .asgi import Receive, Scope, Send
 from .budgeting import BudgetGate
+from .catalog import Catalog
 from .config import Settings
 from .errors import BadRequest, ConfigError, ProviderError, openai_error
 from .metering import Meter
@@ -88,11 +89,12 @@ def create_app(
                        "answered again.", lambda: writer.replayed)
     client = create_upstream(settings, transport)
     user_ids = UserIds(secret=settings.user_id_hash_secret)
-    meter = Meter(prices=lambda: prices.current, sink=writer, metrics=metrics, clock=clock)
+    catalog = Catalog()
+    meter = Meter(prices=lambda: prices.current, sink=writer, metrics=metrics, clock=clock, catalog=catalog)
     gate = BudgetGate(
         BudgetStore(engine), prices=lambda: prices.current, clock=clock, defaults=settings.budget_defaults(),
         allow_unpriced=settings.unpriced == "allow", fail_open=settings.budget_failure == "open",
-        reservation_seconds=settings.upstream_read_timeout + 300, metrics=metrics,
+        reservation_seconds=settings.upstream_read_timeout + 300, metrics=metrics, catalog=catalog,
     )
     forwarder = ForwardingApp(
         client, base_path=base_path(settings.upstream), api_key=settings.upstream_api_key, prefix=PROXY_PREFIX,

@@ -16,6 +16,7 @@ from typing import Any
 
 from . import tokens
 from .budgets import Applied, Budget, Decision, Estimate, Identity, applicable, budget_status, judge
+from .catalog import Catalog, price
 from .metering import Exchange
 from .metrics import Metrics
 from .pricing import PriceTable
@@ -35,9 +36,10 @@ class BudgetGate:
     def __init__(
         self, store: BudgetStore, *, prices: Callable[[], PriceTable], clock: Clock, defaults: list[Budget],
         allow_unpriced: bool = False, fail_open: bool = True, reservation_seconds: float = 900.0,
-        metrics: Metrics | None = None,
+        metrics: Metrics | None = None, catalog: Catalog | None = None,
     ) -> None:
         self.store = store
+        self.catalog = catalog
         self.prices = prices
         self.clock = clock
         self.defaults = defaults
@@ -58,7 +60,7 @@ class BudgetGate:
         if not applied:
             return None
         table = self.prices()
-        estimate = await asyncio.to_thread(_estimate, exchange, table)
+        estimate = await asyncio.to_thread(_estimate, exchange, table, self.catalog)
         now = self.clock()
         decide = functools.partial(judge, estimate=estimate, now=now, currency=table.currency,
                                    allow_unpriced=self.allow_unpriced)
@@ -137,13 +139,13 @@ class BudgetGate:
         return budget_status(standing, now=now, currency=self.prices().currency)
 
 
-def _estimate(exchange: Exchange, table: PriceTable) -> Estimate:
+def _estimate(exchange: Exchange, table: PriceTable, catalog: Catalog | None) -> Estimate:
     """The request's input counted with tiktoken, plus its output cap where it sets one, priced
     at full input price (cache hits are not known in advance)."""
     facts = exchange.facts
     input_tokens = tokens.count_input(facts.endpoint, facts.model, facts.body, exchange.raw_body)
     usage = Usage(input_tokens=input_tokens, output_tokens=facts.max_output_tokens or 0)
-    cost = table.cost(facts.model, usage)
+    cost = price(table, catalog, facts.model, usage).cost
     # to the 10^-10 the database keeps, so the check in SQL and its explanation agree exactly
     rounded = None if cost is None else cost.quantize(COST_QUANTUM)
     return Estimate(cost=rounded, tokens=usage.total_tokens, model=facts.model)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import tokens
+from .catalog import Catalog, price
 from .metrics import Metrics
 from .pricing import PriceTable
 from .request_body import RequestFacts, clean_model
@@ -41,9 +42,10 @@ class Meter:
 
     def __init__(
         self, *, prices: Callable[[], PriceTable], sink: UsageSink, metrics: Metrics | None = None,
-        clock: Clock = utc_now,
+        clock: Clock = utc_now, catalog: Catalog | None = None,
     ) -> None:
         self.prices = prices
+        self.catalog = catalog
         self.sink = sink
         self.metrics = metrics
         self.clock = clock
@@ -58,6 +60,7 @@ class Meter:
         model = clean_model(reading.model or exchange.facts.model)
         usage, source = await self._usage(exchange, reading, billed=billed, model=model)
         table = self.prices()
+        priced = price(table, self.catalog, model, usage)
         record = UsageRecord(
             id=exchange.id,
             created_at=self.clock(),
@@ -67,17 +70,18 @@ class Meter:
             endpoint=exchange.facts.endpoint,
             model=model,
             usage=usage,
-            cost=table.cost(model, usage),
+            cost=priced.cost,
             currency=table.currency,
             price_version=table.version,
             usage_source=source,
             status_code=status,
             streamed=streamed,
             latency_ms=round((time.perf_counter() - exchange.started) * 1000),
+            price_source=priced.source,
         )
         self.sink.submit(record)
         if self.metrics is not None:
-            self.metrics.observe(record, model_key=table.resolve(model) if model else None)
+            self.metrics.observe(record, model_key=priced.key)
         return record
 
     def count_unmetered(self, status: int) -> None:

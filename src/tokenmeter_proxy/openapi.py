@@ -42,8 +42,8 @@ _RECORD = _object({
     "input_tokens": _COUNT, "cached_input_tokens": _COUNT, "output_tokens": _COUNT, "reasoning_tokens": _COUNT,
     "total_tokens": _COUNT, "cost": _MONEY, "currency": {"type": "string"}, "price_version": {"type": "string"},
     "usage_source": {"enum": ["upstream", "estimated", "reported", "demo"]}, "status_code": {"type": "integer"},
-    "streamed": {"type": "boolean"}, "latency_ms": _COUNT,
-}, nullable=("session_id", "user_id", "api_key_id", "model", "cost", "status_code"))
+    "streamed": {"type": "boolean"}, "latency_ms": _COUNT, "price_source": {"enum": ["pricing_file", "catalog"]},
+}, nullable=("session_id", "user_id", "api_key_id", "model", "cost", "status_code", "price_source"))
 _BUDGET_IN = {
     "type": "object", "required": ["scope", "period"],
     "properties": {

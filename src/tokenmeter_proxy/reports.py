@@ -123,6 +123,7 @@ def record_json(record: UsageRecord) -> dict[str, Any]:
         "reasoning_tokens": usage.reasoning_tokens, "total_tokens": usage.total_tokens, "cost": record.cost,
         "currency": record.currency, "price_version": record.price_version, "usage_source": record.usage_source,
         "status_code": record.status_code, "streamed": record.streamed, "latency_ms": record.latency_ms,
+        "price_source": record.price_source,
     }
 
 

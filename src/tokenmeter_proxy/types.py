@@ -46,6 +46,7 @@ class UsageRecord:
     status_code: int | None
     streamed: bool
     latency_ms: int
+    price_source: str | None = None  # "pricing_file", "catalog", or None: unpriced
 
 
 class UsageSink(Protocol):

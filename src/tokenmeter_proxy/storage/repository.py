@@ -280,7 +280,7 @@ def record_values(record: UsageRecord) -> dict[str, Any]:
         "output_tokens": usage.output_tokens, "reasoning_tokens": usage.reasoning_tokens,
         "cost_e10": cost_to_e10(record.cost), "currency": record.currency, "price_version": record.price_version,
         "usage_source": record.usage_source, "status_code": record.status_code, "streamed": record.streamed,
-        "latency_ms": record.latency_ms,
+        "latency_ms": record.latency_ms, "price_source": record.price_source,
     }
 
 
@@ -295,7 +295,7 @@ def _record(row: Any) -> UsageRecord:
         ),
         cost=cost_from_e10(row["cost_e10"]), currency=row["currency"], price_version=row["price_version"],
         usage_source=row["usage_source"], status_code=row["status_code"], streamed=bool(row["streamed"]),
-        latency_ms=row["latency_ms"],
+        latency_ms=row["latency_ms"], price_source=row["price_source"],
     )
 
 

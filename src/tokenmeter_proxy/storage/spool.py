@@ -127,6 +127,7 @@ def _encode(record: UsageRecord) -> dict[str, Any]:
         "reasoning_tokens": usage.reasoning_tokens, "cost": None if record.cost is None else str(record.cost),
         "currency": record.currency, "price_version": record.price_version, "usage_source": record.usage_source,
         "status_code": record.status_code, "streamed": record.streamed, "latency_ms": record.latency_ms,
+        "price_source": record.price_source,
     }
 
 
@@ -139,5 +140,5 @@ def _decode(data: dict[str, Any]) -> UsageRecord:
                     reasoning_tokens=data["reasoning_tokens"]),
         cost=None if data["cost"] is None else Decimal(data["cost"]), currency=data["currency"],
         price_version=data["price_version"], usage_source=data["usage_source"], status_code=data["status_code"],
-        streamed=data["streamed"], latency_ms=data["latency_ms"],
+        streamed=data["streamed"], latency_ms=data["latency_ms"], price_source=data.get("price_source"),
     )

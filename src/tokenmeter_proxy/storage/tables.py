@@ -46,6 +46,7 @@ class UsageRecordRow(SQLModel, table=True):
     status_code: int | None = None
     streamed: bool = False
     latency_ms: int = 0
+    price_source: str | None = Field(default=None, max_length=16)
 
 
 def cost_to_e10(cost: Decimal | None) -> int | None:
