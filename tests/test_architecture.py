@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tokenmeter_proxy"
-PURE = ["types", "errors", "config", "pricing", "tokens", "sse", "usage", "request_body", "budgets", "catalog", "reconciliation"]
+PURE = ["types", "errors", "config", "pricing", "tokens", "sse", "usage", "request_body", "budgets", "catalog",
+        "reconciliation"]
 IO_LIBRARIES = {"starlette", "httpx", "sqlmodel", "sqlalchemy", "psycopg", "uvicorn", "anyio", "aiohttp", "alembic"}
 WEB = ["middleware", "proxy", "api", "ops", "reconciliation_api"]
 
