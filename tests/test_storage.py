@@ -21,8 +21,8 @@ from tokenmeter_proxy.storage.repository import (
     Totals,
     record_values,
     records_table,
-    spend_table,
 )
+from tokenmeter_proxy.storage.rollups import spend_table
 from tokenmeter_proxy.storage.tables import SQLModel, cost_from_e10, cost_to_e10
 from tokenmeter_proxy.types import Usage, UsageRecord
 

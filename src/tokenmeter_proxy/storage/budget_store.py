@@ -23,7 +23,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement
 
 from ..budgets import Applied, Budget, Decision, Estimate, Standing, period_start
-from .repository import reservations_table, spend_table
+from .repository import reservations_table
+from .rollups import spend_table
 from .tables import BudgetRow, cost_from_e10, cost_to_e10
 
 log = logging.getLogger(__name__)

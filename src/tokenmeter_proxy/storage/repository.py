@@ -15,11 +15,10 @@ from sqlalchemy.sql import ColumnElement, Select
 
 from ..types import Usage, UsageRecord
 from .rollups import MEASURES, Rollups, daily_model, daily_session, daily_user, record_sums, sessions_table
-from .tables import ReservationRow, SpendDailyRow, UsageRecordRow, cost_from_e10, cost_to_e10
+from .tables import ReservationRow, UsageRecordRow, cost_from_e10, cost_to_e10
 
 records_table = UsageRecordRow.__table__  # type: ignore[attr-defined]
 reservations_table = ReservationRow.__table__  # type: ignore[attr-defined]
-spend_table = SpendDailyRow.__table__  # type: ignore[attr-defined]
 c = records_table.c
 
 
@@ -85,12 +84,6 @@ class Repository:
         dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
         self._insert_new = dialect.insert(records_table).on_conflict_do_nothing(index_elements=["id"]).returning(
             records_table.c.id)
-        upsert = dialect.insert(spend_table)
-        self._add_spend = upsert.on_conflict_do_update(
-            index_elements=["day", "scope", "subject"],
-            set_={"cost_e10": spend_table.c.cost_e10 + upsert.excluded.cost_e10,
-                  "tokens": spend_table.c.tokens + upsert.excluded.tokens},
-        )
 
     def ping(self) -> None:
         """Raises if the database cannot be reached."""
@@ -98,17 +91,16 @@ class Repository:
             connection.execute(text("SELECT 1"))
 
     def insert_records(self, records: Sequence[UsageRecord]) -> int:
-        """Store a batch of records in one transaction, which also adds to the daily spend and
-        drops the budget reservations the records replace: spent + reserved never counts a
-        request twice, or not at all. Idempotent on the record id (a replayed batch adds only
-        what is new); returns how many records were new."""
+        """Store a batch of records in one transaction, which also adds them to the rollups (the
+        daily spend of budget subjects among them) and drops the budget reservations they
+        replace: spent + reserved never counts a request twice, or not at all. Idempotent on the
+        record id (a replayed batch adds only what is new); returns how many records were new."""
         if not records:
             return 0
         with self.engine.begin() as connection:
             stored = set(connection.execute(self._insert_new, [record_values(record) for record in records]).scalars())
             new = [record for record in records if record.id in stored]
             if new:
-                connection.execute(self._add_spend, _spend(new))
                 self.rollups.add(connection, new)
             connection.execute(delete(reservations_table).where(
                 reservations_table.c.request_id.in_([record.id for record in records])))
@@ -250,23 +242,6 @@ def _conditions(filters: Filters) -> list[ColumnElement[bool]]:
         if value is not None:
             conditions.append(column == value)
     return conditions
-
-
-def _spend(records: Sequence[UsageRecord]) -> list[dict[str, Any]]:
-    """The batch's spend per day and budget subject, in a fixed order (so two processes adding
-    to the same rows lock them in the same order and never deadlock)."""
-    spend: dict[tuple[dt.date, str, str], list[int]] = {}
-    for record in records:
-        day = _naive(record.created_at).date()
-        cost, tokens = cost_to_e10(record.cost) or 0, record.usage.total_tokens
-        for scope, subject in (("session", record.session_id), ("user", record.user_id),
-                               ("key", record.api_key_id), ("global", "*")):
-            if subject is not None:
-                totals = spend.setdefault((day, scope, subject), [0, 0])
-                totals[0] += cost
-                totals[1] += tokens
-    return [{"day": day, "scope": scope, "subject": subject, "cost_e10": cost, "tokens": tokens}
-            for (day, scope, subject), (cost, tokens) in sorted(spend.items())]
 
 
 def record_values(record: UsageRecord) -> dict[str, Any]:

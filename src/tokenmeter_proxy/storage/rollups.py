@@ -17,13 +17,22 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from ..types import UsageRecord
-from .tables import DailyModelRow, DailySessionRow, DailyUserRow, SessionRow, UsageRecordRow, cost_to_e10
+from .tables import (
+    DailyModelRow,
+    DailySessionRow,
+    DailyUserRow,
+    SessionRow,
+    SpendDailyRow,
+    UsageRecordRow,
+    cost_to_e10,
+)
 
 records = UsageRecordRow.__table__  # type: ignore[attr-defined]
 daily_model = DailyModelRow.__table__  # type: ignore[attr-defined]
 daily_session = DailySessionRow.__table__  # type: ignore[attr-defined]
 daily_user = DailyUserRow.__table__  # type: ignore[attr-defined]
 sessions_table = SessionRow.__table__  # type: ignore[attr-defined]
+spend_table = SpendDailyRow.__table__  # type: ignore[attr-defined]
 MEASURES = ("requests", "input_tokens", "cached_input_tokens", "output_tokens", "cost_e10", "unpriced_requests",
             "estimated_requests")
 
@@ -38,6 +47,8 @@ class _Rollup:
     subject: Column[Any] | None  # the record column that names its subject, if any
 
 
+_SPEND_SUBJECTS: tuple[tuple[str, Column[Any] | None], ...] = (
+    ("session", records.c.session_id), ("user", records.c.user_id), ("key", records.c.api_key_id), ("global", None))
 _DAILY = (
     _Rollup(daily_model, ("day", "model"), lambda r, day: (day, r.model or ""), None),
     _Rollup(daily_session, ("session_id", "day", "model"),
@@ -53,6 +64,10 @@ class Rollups:
     def __init__(self, engine: Engine) -> None:
         dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
         self._add_daily = [(rollup, _adding(dialect.insert(rollup.table), rollup.keys)) for rollup in _DAILY]
+        spend = dialect.insert(spend_table)
+        self._add_spend = spend.on_conflict_do_update(index_elements=["day", "scope", "subject"], set_={
+            "cost_e10": spend_table.c.cost_e10 + spend.excluded.cost_e10,
+            "tokens": spend_table.c.tokens + spend.excluded.tokens})
         upsert = dialect.insert(sessions_table)
         self._add_session = upsert.on_conflict_do_update(index_elements=["session_id"], set_={
             **{name: sessions_table.c[name] + upsert.excluded[name] for name in MEASURES},
@@ -64,6 +79,7 @@ class Rollups:
 
     def add(self, connection: Connection, batch: Sequence[UsageRecord]) -> None:
         """Fold new records into every rollup (rows in a fixed order: no deadlocks between writers)."""
+        connection.execute(self._add_spend, _spend(batch))
         for rollup, statement in self._add_daily:
             rows = _sum_by(batch, rollup)
             if rows:
@@ -81,10 +97,23 @@ class Rollups:
             connection.execute(self._add_session, [per_session[key] for key in sorted(per_session)])
 
     def rebuild(self, connection: Connection, days: Iterable[dt.date], session_ids: Iterable[str] = ()) -> None:
-        """Recompute the daily rollups of `days`, and the totals of `session_ids`, from the records."""
+        """Recompute the daily rollups and spend of `days`, and the totals of `session_ids`, from
+        the records."""
         for day in sorted(set(days)):
             start = dt.datetime.combine(day, dt.time())
             window = [records.c.created_at >= start, records.c.created_at < start + dt.timedelta(days=1)]
+            connection.execute(delete(spend_table).where(spend_table.c.day == day))
+            for scope, column in _SPEND_SUBJECTS:
+                subject = column if column is not None else literal("*")
+                query = (select(literal(day, type_=spend_table.c.day.type), literal(scope), subject,
+                                func.coalesce(func.sum(records.c.cost_e10), 0),
+                                func.coalesce(func.sum(records.c.input_tokens + records.c.output_tokens), 0))
+                         .where(*window, *([column.is_not(None)] if column is not None else []))
+                         .group_by(*([column] if column is not None else [])))
+                if column is None:  # everyone: one row, or none on a day without records
+                    query = query.having(func.count() > 0)
+                connection.execute(insert(spend_table).from_select(
+                    ["day", "scope", "subject", "cost_e10", "tokens"], query))
             for rollup in _DAILY:
                 connection.execute(delete(rollup.table).where(rollup.table.c.day == day))
                 key_columns = {"day": literal(day, type_=rollup.table.c.day.type),
@@ -102,6 +131,23 @@ class Rollups:
                             *record_sums()).where(records.c.session_id == session_id).group_by(records.c.session_id))
             connection.execute(insert(sessions_table).from_select(["session_id", "first_seen", "last_seen", *MEASURES],
                                                             query))
+
+
+def _spend(records: Sequence[UsageRecord]) -> list[dict[str, Any]]:
+    """The batch's spend per day and budget subject, in a fixed order (so two processes adding
+    to the same rows lock them in the same order and never deadlock)."""
+    spend: dict[tuple[dt.date, str, str], list[int]] = {}
+    for record in records:
+        day = _naive(record.created_at).date()
+        cost, tokens = cost_to_e10(record.cost) or 0, record.usage.total_tokens
+        for scope, subject in (("session", record.session_id), ("user", record.user_id),
+                               ("key", record.api_key_id), ("global", "*")):
+            if subject is not None:
+                totals = spend.setdefault((day, scope, subject), [0, 0])
+                totals[0] += cost
+                totals[1] += tokens
+    return [{"day": day, "scope": scope, "subject": subject, "cost_e10": cost, "tokens": tokens}
+            for (day, scope, subject), (cost, tokens) in sorted(spend.items())]
 
 
 def _adding(upsert: Any, keys: tuple[str, ...]) -> Any:
