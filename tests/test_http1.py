@@ -47,6 +47,14 @@ class Server:
             answer = {"method": scope["method"], "client_port": scope["client"][1], "body": body.decode(),
                       "headers": [[name.decode(), value.decode()] for name, value in scope["headers"]]}
             await _send(send, 200, json.dumps(answer).encode(), [(b"content-type", b"application/json")])
+        elif path == "/count":  # the size of the body it received
+            size = 0
+            while True:
+                message = await receive()
+                size += len(message.get("body", b""))
+                if not message.get("more_body"):
+                    break
+            await _send(send, 200, str(size).encode(), [])
         elif path == "/empty":
             await _send(send, 204, b"", [])
         elif path == "/stream":  # chunked: no content-length
@@ -276,6 +284,18 @@ async def test_a_streamed_body_keeps_the_length_it_was_given(upstream: Http1Upst
     assert not any(name == "transfer-encoding" for name, _ in answer["headers"])
 
 
+async def test_a_large_upload_is_written_as_the_server_takes_it(upstream: Http1Upstream) -> None:
+    piece = b"x" * 65536
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for _ in range(256):
+            yield piece
+
+    for body in (piece * 256, pieces()):
+        response = await upstream.send("POST", b"/count", [], body)
+        assert await read_all(response) == b"16777216"
+
+
 async def test_a_streamed_body_longer_than_its_length_is_not_sent_on(upstream: Http1Upstream) -> None:
     with pytest.raises(UpstreamError, match="longer than its content-length"):
         await echo(upstream, chunks(b"one ", b"two"), headers=[(b"content-length", b"5")])
@@ -337,6 +357,40 @@ async def test_a_cancelled_send_leaves_nothing_open() -> None:
         with pytest.raises(asyncio.CancelledError):
             await sending
         assert upstream.open == 0 and not upstream.idle
+
+
+async def test_a_connection_the_server_says_it_will_close_is_not_reused() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\ncontent-length: 2\r\n\r\nok")
+        await asyncio.sleep(1)
+
+    async with raw_server(handle) as origin:
+        upstream = Http1Upstream(origin)
+        assert await read_all(await upstream.send("GET", b"/", [], b"")) == b"ok"
+        assert upstream.open == 0
+        await upstream.aclose()
+
+
+async def test_requests_beyond_the_connection_cap_wait_their_turn() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await read_request(reader):
+            await asyncio.sleep(0.1)
+            writer.write(OK)
+
+    async with raw_server(handle) as origin:
+        upstream = Http1Upstream(origin, max_connections=1, connect_timeout=5)
+        bodies = await asyncio.gather(*(upstream.send("GET", b"/", [], b"") for _ in range(3)))
+        assert [await read_all(body) for body in bodies] == [b"ok"] * 3
+        assert upstream.open == 1
+        impatient = Http1Upstream(origin, max_connections=1, connect_timeout=0.05)
+        first = asyncio.ensure_future(impatient.send("GET", b"/", [], b""))
+        await asyncio.sleep(0.02)  # the first has the one connection
+        with pytest.raises(UpstreamTimeout, match=r"all 1 connections .* stayed busy for 0\.05 s"):
+            await impatient.send("GET", b"/", [], b"")
+        await read_all(await first)
+        for client in (upstream, impatient):
+            await client.aclose()
 
 
 # Idle connections the server closes

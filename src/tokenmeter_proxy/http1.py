@@ -265,7 +265,12 @@ class Http1Response:
                 raise StopAsyncIteration
             if self._error is not None:
                 raise self._error
-            await self.wait()
+            waiter = self._waiter = self._loop.create_future()
+            try:
+                await waiter
+            except BaseException:
+                self._abandon()  # see wait()
+                raise
 
     async def aclose(self) -> None:
         """Done with the response; if its body is still arriving, the connection is closed."""
