@@ -127,13 +127,19 @@ class _BodyTooLarge(Exception):
 class _CancelOnDisconnect:
     """Cancels the request's task when the client disconnects, and absorbs that cancellation
     on the way out (the technique of `asyncio.timeout()`, with a disconnect for a deadline).
-    One watcher task per request: an anyio task group cost about 100 us more."""
+    One watcher task per request: an anyio task group cost about 100 us more.
+
+    After a clean exit the watcher is not cancelled: the response is complete, so its
+    `receive()` returns `http.disconnect` (the ASGI spec says so) and it ends on its own.
+    A cancelled watcher left ~35 objects in reference cycles (the CancelledError's traceback
+    holds its frames), and their collection paused the event loop for up to 100 ms."""
 
     def __init__(self, receive: Receive) -> None:
         self.receive = receive
         self.task = asyncio.current_task()
         self.watcher: asyncio.Task[None] | None = None
         self.fired = False
+        self.finished = False
 
     def start(self) -> None:
         self.watcher = asyncio.create_task(self._watch())
@@ -141,7 +147,7 @@ class _CancelOnDisconnect:
     async def _watch(self) -> None:
         while (await self.receive())["type"] != "http.disconnect":
             pass
-        if self.task is not None:
+        if self.task is not None and not self.finished:
             self.fired = True
             self.task.cancel()
 
@@ -151,7 +157,8 @@ class _CancelOnDisconnect:
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> bool:
-        if self.watcher is not None:
+        self.finished = True
+        if self.watcher is not None and kind is not None:
             self.watcher.cancel()
         # Ours to absorb only if no one else cancelled the task too (a server shutting down).
         return self.fired and self.task is not None and self.task.uncancel() == 0 and kind is asyncio.CancelledError

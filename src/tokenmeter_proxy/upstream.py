@@ -2,10 +2,11 @@
 cross, and how failures read. The client is chosen here (`create_upstream`) and nowhere else.
 
 The forwarder sees only the small `Upstream` interface below. Two implementations:
-`AiohttpUpstream` (production: aiohttp's pool, whose cost does not grow with open connections,
-unlike httpcore's, httpx issue #3215) and `HttpxUpstream`, which puts any httpx transport
-behind the same interface (tests fake the upstream with `httpx.MockTransport` or
-`httpx.ASGITransport`).
+`Http1Upstream` (production, in http1.py: our own HTTP/1.1 client on asyncio and httptools,
+cheaper per request and per chunk than aiohttp's, with a pool whose cost does not grow with
+open connections, unlike httpcore's, httpx issue #3215) and `HttpxUpstream`, which puts any
+httpx transport behind the same interface (tests fake the upstream with `httpx.MockTransport`
+or `httpx.ASGITransport`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes, urlsplit
 
-import aiohttp
 import httpx
-from multidict import CIMultiDict
 
 from .config import Settings
 from .errors import UpstreamError, UpstreamTimeout, openai_error
+from .http1 import Http1Upstream
 
 # RFC 9110 section 7.6.1: meaningful for one connection only, never forwarded.
 HOP_BY_HOP = frozenset({
@@ -71,7 +71,8 @@ def create_upstream(settings: Settings, transport: httpx.AsyncBaseTransport | No
     origin = origin_of(settings.upstream)
     if transport is not None:
         return HttpxUpstream(transport, origin, timeouts=timeouts)
-    return AiohttpUpstream(origin, timeouts=timeouts, max_connections=settings.upstream_max_connections)
+    return Http1Upstream(origin, connect_timeout=timeouts.connect, read_timeout=timeouts.read,
+                         write_timeout=timeouts.write, max_connections=settings.upstream_max_connections)
 
 
 def origin_of(url: str) -> str:
@@ -83,71 +84,6 @@ def origin_of(url: str) -> str:
 def base_path(url: str) -> bytes:
     """The path of the upstream URL, without its trailing slash: `/v1`."""
     return urlsplit(url).path.rstrip("/").encode()
-
-
-class AiohttpUpstream:
-    """aiohttp's connection pool, used without cookie jar, decompression or default headers:
-    bytes pass as they are, and nothing of one user's request leaks into another's."""
-
-    def __init__(self, origin: str, *, timeouts: Timeouts, max_connections: int) -> None:
-        self.origin = origin
-        self.timeouts = timeouts
-        self.max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
-        self._timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=timeouts.connect,
-                                              sock_read=timeouts.read)
-
-    def _open(self) -> aiohttp.ClientSession:
-        # Made on first use: an aiohttp connector belongs to the running event loop.
-        connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0, keepalive_timeout=30)
-        self._session = aiohttp.ClientSession(
-            base_url=self.origin, connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"), trust_env=False,
-        )
-        return self._session
-
-    async def send(self, method: str, target: bytes, headers: Headers, body: Body) -> UpstreamResponse:
-        session = self._session or self._open()
-        fields = CIMultiDict((name.decode("latin-1"), value.decode("latin-1")) for name, value in headers)
-        with _aiohttp_errors():
-            response = await session.request(
-                method, target.decode("latin-1"), headers=fields, data=body or None, allow_redirects=False,
-                timeout=self._timeout,
-            )
-        return _AiohttpResponse(response)
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-
-class _AiohttpResponse:
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self.response = response
-        self.status = response.status
-        self.headers: Headers = list(response.raw_headers)
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        content = self.response.content
-        with _aiohttp_errors():
-            while chunk := await content.readany():
-                yield chunk
-
-    async def aclose(self) -> None:
-        if self.response.content.is_eof():
-            self.response.release()  # read to the end: the connection goes back to the pool
-        else:
-            self.response.close()  # cut short: close the connection, so the upstream stops
-
-
-@contextlib.contextmanager
-def _aiohttp_errors() -> Iterator[None]:
-    try:
-        yield
-    except TimeoutError as exc:  # aiohttp's connect and read timeouts are TimeoutErrors
-        raise UpstreamTimeout(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
 
 
 class HttpxUpstream:
