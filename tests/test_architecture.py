@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tokenmeter_proxy"
 PURE = ["types", "errors", "config", "pricing", "tokens", "sse", "usage", "request_body", "budgets", "catalog",
         "reconciliation"]
 IO_LIBRARIES = {"starlette", "httpx", "sqlmodel", "sqlalchemy", "psycopg", "uvicorn", "anyio", "aiohttp", "alembic"}
-WEB = ["middleware", "proxy", "api", "ops", "reconciliation_api"]
+WEB = ["middleware", "proxy", "api", "budgets_api", "ops", "reconciliation_api", "auth"]
 
 
 def imports(module: str) -> set[str]:

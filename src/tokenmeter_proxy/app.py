@@ -18,9 +18,11 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route, Router
 
 from . import tokens
-from .api import AdminAPI, JSONResponse, RequireAdminToken
+from .api import AdminAPI
 from .asgi import Receive, Scope, Send
+from .auth import RequireAdminToken
 from .budgeting import BudgetGate
+from .budgets_api import BudgetsAPI
 from .catalog import Catalog
 from .config import Settings
 from .errors import BadRequest, ConfigError, ProviderError, openai_error
@@ -43,6 +45,7 @@ from .storage.spool import Spool
 from .storage.writer import RecordWriter
 from .types import Clock, utc_now
 from .upstream import Upstream, base_path, create_upstream
+from .web import JSONResponse
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +107,9 @@ def create_app(
         forwarder, meter=meter, admission=gate, session_header=settings.session_header,
         user_header=settings.user_header, max_body_bytes=settings.max_body_bytes, user_ids=user_ids,
     )
-    admin_api = AdminAPI(repository=repository, prices=lambda: prices.current, clock=clock, budgets=gate,
-                         user_ids=user_ids)
+    admin_api = AdminAPI(repository=repository, prices=lambda: prices.current, clock=clock, user_ids=user_ids,
+                         catalog=catalog, stored=lambda: writer.written)
+    budgets_api = BudgetsAPI(budgets=gate, clock=clock, user_ids=user_ids)
     reconciliation_api = ReconciliationAPI(
         store=ProviderStore(engine), usage_api=UsageAPI(settings.openai_api_base, settings.openai_admin_key),
         prices=lambda: prices.current, clock=clock,
@@ -141,8 +145,9 @@ def create_app(
         routes=[
             *operations.routes(),
             Route("/api/openapi.json", _openapi),  # public: a description, not data
-            Mount("/api", app=RequireAdminToken(Router([*admin_api.routes(), *reconciliation_api.routes()]),
-                                                token=settings.admin_token)),
+            Mount("/api", app=RequireAdminToken(
+                Router([*admin_api.routes(), *budgets_api.routes(), *reconciliation_api.routes()]),
+                token=settings.admin_token)),
         ],
         exception_handlers={
             BadRequest: _bad_request, HTTPException: _http_error, OperationalError: _database_down,

@@ -16,7 +16,7 @@ from typing import Any
 import uvicorn
 from sqlalchemy.exc import OperationalError
 
-from . import __version__, reports
+from . import __version__, admin_commands, reports
 from .app import create_app
 from .budgets import Applied, budget_status
 from .config import DEFAULT_DATABASE_URL, Settings
@@ -81,11 +81,37 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--database-url")
     sync.set_defaults(run=_sync_openai)
 
+    demo = commands.add_parser("demo-data", help="write synthetic usage records (usage_source demo)")
+    demo.add_argument("--records", type=int, required=True)
+    demo.add_argument("--days", type=int, default=30)
+    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--database-url")
+    demo.set_defaults(run=admin_commands.demo_data)
+
+    prune = commands.add_parser("prune", help="delete records older than an age (daily totals per model stay)")
+    prune.add_argument("--older-than", required=True, help="an age such as 90d, 12w or 48h")
+    prune.add_argument("--dry-run", action="store_true")
+    prune.add_argument("--database-url")
+    prune.set_defaults(run=admin_commands.prune_records)
+
+    reprice = commands.add_parser("reprice", help="recompute stored costs with the prices now in force")
+    reprice.add_argument("--since", required=True, help="first day to reprice, YYYY-MM-DD (UTC)")
+    reprice.add_argument("--dry-run", action="store_true")
+    reprice.add_argument("--database-url")
+    reprice.set_defaults(run=admin_commands.reprice_records)
+
     pricing = commands.add_parser("pricing", help="work with pricing files")
     pricing_commands = pricing.add_subparsers(required=True, metavar="COMMAND")
     check = pricing_commands.add_parser("check", help="validate a pricing file; exit 1 with line-precise errors")
     check.add_argument("file", type=Path)
     check.set_defaults(run=_pricing_check)
+    diff = pricing_commands.add_parser("diff", help="the pricing file's prices beside the genai-prices catalog's")
+    diff.add_argument("file", type=Path, nargs="?")
+    diff.set_defaults(run=admin_commands.pricing_diff)
+    add = pricing_commands.add_parser("import", help="copy models' prices from the catalog into the pricing file")
+    add.add_argument("models", nargs="+", metavar="MODEL")
+    add.add_argument("--file", type=Path)
+    add.set_defaults(run=admin_commands.pricing_import)
     return parser
 
 
@@ -143,13 +169,13 @@ def _stats(args: argparse.Namespace) -> int:
     rows = [[group.key or "-", *_figures(group.totals)] for group in groups]
     rows.append(["TOTAL", *_figures(totals)])
     print(f"Usage over the last {args.period}, by {args.by}")
-    print(_table(header, rows, total_row=True))
+    print(reports.text_table(header, rows, total_row=True))
     if totals.unpriced_requests:
         print(f"{totals.unpriced_requests} request(s) used models without a price: add them to the pricing file.")
     if standings:
         print("\nBudgets")
         rows = [_budget_row(budget_status(standing, now=now, currency=table.currency)) for standing in standings]
-        print(_table(["budget", "spent", "reserved", "limit", "remaining", "resets (UTC)"], rows))
+        print(reports.text_table(["budget", "spent", "reserved", "limit", "remaining", "resets (UTC)"], rows))
     return 0
 
 
@@ -169,21 +195,6 @@ def _budget_row(status: dict[str, Any]) -> list[str]:
 def _figures(totals: Totals) -> list[str]:
     return [f"{totals.requests:,}", f"{totals.input_tokens:,}", f"{totals.cached_input_tokens:,}",
             f"{totals.output_tokens:,}", f"{totals.total_tokens:,}", money_text(totals.cost.quantize(Decimal("1e-6")))]
-
-
-def _table(header: list[str], rows: list[list[str]], *, total_row: bool = False) -> str:
-    """Columns aligned (the first to the left), a rule under the header and above a total row."""
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = []
-    for n, row in enumerate([header, *rows]):
-        cells = [
-            cell.ljust(width) if i == 0 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells))
-        if n == 0 or (total_row and n == len(rows) - 1):
-            lines.append("  ".join("-" * width for width in widths))
-    return "\n".join(lines)
 
 
 def _pricing_check(args: argparse.Namespace) -> int:

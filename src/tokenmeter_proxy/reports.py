@@ -112,6 +112,11 @@ def session_json(group: Group) -> dict[str, Any]:
             **_brief(group.totals, Decimal(1))}
 
 
+RECORD_FIELDS = ("id", "created_at", "session_id", "user_id", "api_key_id", "endpoint", "model", "input_tokens",
+                 "cached_input_tokens", "output_tokens", "reasoning_tokens", "total_tokens", "cost", "currency",
+                 "price_version", "usage_source", "status_code", "streamed", "latency_ms", "price_source")
+
+
 def record_json(record: UsageRecord) -> dict[str, Any]:
     """A record as the API shows it; never a prompt, a completion or a raw key."""
     usage = record.usage
@@ -147,3 +152,18 @@ def decode_cursor(text: str) -> Cursor:
 def _brief(totals: Totals, rate: Decimal) -> dict[str, Any]:
     return {"requests": totals.requests, "input_tokens": totals.input_tokens,
             "output_tokens": totals.output_tokens, "cost": totals.cost * rate}
+
+
+def text_table(header: list[str], rows: list[list[str]], *, total_row: bool = False) -> str:
+    """Columns aligned (the first to the left), a rule under the header and above a total row."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate([header, *rows]):
+        cells = [
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells))
+        if n == 0 or (total_row and n == len(rows) - 1):
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)

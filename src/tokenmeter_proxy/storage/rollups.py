@@ -125,13 +125,14 @@ class Rollups:
                          .where(*([rollup.subject.is_not(None)] if rollup.subject is not None else []))
                          .group_by(*keys))
                 connection.execute(insert(rollup.table).from_select([*rollup.keys, *MEASURES], query))
-        for session_id in sorted(set(session_ids)):
-            connection.execute(delete(sessions_table).where(sessions_table.c.session_id == session_id))
+        ids = sorted(set(session_ids))
+        for first in range(0, len(ids), 500):  # in chunks: a bulk load touches tens of thousands
+            chunk = ids[first:first + 500]
+            connection.execute(delete(sessions_table).where(sessions_table.c.session_id.in_(chunk)))
             query = (select(records.c.session_id, func.min(records.c.created_at), func.max(records.c.created_at),
-                            *record_sums()).where(records.c.session_id == session_id).group_by(records.c.session_id))
+                            *record_sums()).where(records.c.session_id.in_(chunk)).group_by(records.c.session_id))
             connection.execute(insert(sessions_table).from_select(["session_id", "first_seen", "last_seen", *MEASURES],
-                                                            query))
-
+                                                                  query))
 
 def _spend(records: Sequence[UsageRecord]) -> list[dict[str, Any]]:
     """The batch's spend per day and budget subject, in a fixed order (so two processes adding

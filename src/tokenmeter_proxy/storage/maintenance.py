@@ -1,0 +1,152 @@
+"""Changes to stored usage beyond adding records: erasing a user, pruning old records, repricing,
+and loading records in bulk. Each recomputes the rollups of the days it touched."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
+
+from ..types import Usage, UsageRecord
+from .repository import record_values, records_table
+from .rollups import Rollups, daily_session, daily_user, sessions_table, spend_table
+from .tables import cost_from_e10, cost_to_e10
+
+c = records_table.c
+
+
+def erase_user(engine: Engine, rollups: Rollups, user_id: str) -> int:
+    """Delete every record of a user, and their share of every rollup; returns how many."""
+    with engine.begin() as connection:
+        touched = connection.execute(select(func.date(c.created_at), c.session_id).distinct()
+                                     .where(c.user_id == user_id)).all()
+        deleted = connection.execute(delete(records_table).where(c.user_id == user_id)).rowcount
+        connection.execute(delete(daily_user).where(daily_user.c.user_id == user_id))
+        rollups.rebuild(connection, [_date(day) for day, _ in touched],
+                        {session for _, session in touched if session is not None})
+    return int(deleted)
+
+
+@dataclass
+class PruneReport:
+    """What `prune` removed."""
+
+    records: int = 0
+    cutoff: dt.datetime | None = None
+
+
+def prune(engine: Engine, rollups: Rollups, cutoff: dt.datetime, *, dry_run: bool = False) -> PruneReport:
+    """Delete records older than `cutoff`. The daily totals per model stay; the per-session and
+    per-user detail of those days goes (so it is anonymised), and sessions lose their old share."""
+    naive = cutoff.astimezone(dt.UTC).replace(tzinfo=None)
+    with engine.begin() as connection:
+        old = c.created_at < naive
+        count = int(connection.execute(select(func.count()).where(old)).scalar_one())
+        if dry_run or count == 0:
+            return PruneReport(records=count, cutoff=cutoff)
+        sessions = {row[0] for row in connection.execute(select(c.session_id).distinct().where(old))} - {None}
+        connection.execute(delete(records_table).where(old))
+        for table in (daily_session, daily_user):
+            connection.execute(delete(table).where(table.c.day < naive.date()))
+        connection.execute(delete(spend_table).where(spend_table.c.day < naive.date(), spend_table.c.scope != "global"))
+        connection.execute(delete(sessions_table).where(sessions_table.c.session_id.in_(sessions)))
+        rollups.rebuild(connection, [], sessions)
+    return PruneReport(records=count, cutoff=cutoff)
+
+
+@dataclass
+class RepriceReport:
+    """Per model: records repriced, cost before and after."""
+
+    models: dict[str, list[Decimal | int]] = field(default_factory=lambda: defaultdict(
+        lambda: [0, Decimal(0), Decimal(0)]))
+
+    @property
+    def records(self) -> int:
+        return sum(int(figures[0]) for figures in self.models.values())
+
+
+Pricer = Callable[[str | None, Usage], tuple[Decimal | None, str | None]]
+
+
+def reprice(engine: Engine, rollups: Rollups, since: dt.datetime, pricer: Pricer, *, version: str,
+            dry_run: bool = False, batch: int = 5000) -> RepriceReport:
+    """Recompute the cost of every record from `since` with `pricer` (the prices in force now),
+    recording `version`; rebuilds the rollups of the days it changed."""
+    report = RepriceReport()
+    naive = since.astimezone(dt.UTC).replace(tzinfo=None)
+    after: tuple[dt.datetime, str] | None = None
+    days: set[dt.date] = set()
+    sessions: set[str] = set()
+    with engine.begin() as connection:
+        while True:
+            query = select(c.id, c.created_at, c.model, c.session_id, c.input_tokens, c.cached_input_tokens,
+                           c.cache_write_tokens, c.output_tokens, c.cost_e10).where(c.created_at >= naive)
+            if after is not None:
+                query = query.where((c.created_at > after[0]) | ((c.created_at == after[0]) & (c.id > after[1])))
+            rows = connection.execute(query.order_by(c.created_at, c.id).limit(batch)).all()
+            if not rows:
+                break
+            changes = []
+            for row in rows:
+                usage = Usage(input_tokens=row.input_tokens, cached_input_tokens=row.cached_input_tokens,
+                              cache_write_tokens=row.cache_write_tokens, output_tokens=row.output_tokens)
+                cost, source = pricer(row.model, usage)
+                figures = report.models[row.model or ""]
+                figures[0] = int(figures[0]) + 1
+                figures[1] += cost_from_e10(row.cost_e10) or Decimal(0)
+                figures[2] += cost or Decimal(0)
+                if cost_to_e10(cost) != row.cost_e10:
+                    days.add(_date(row.created_at))
+                    if row.session_id:
+                        sessions.add(row.session_id)
+                changes.append({"record_id": row.id, "new_cost": cost_to_e10(cost), "new_source": source})
+            if not dry_run:
+                repriced = update(records_table).where(c.id == bindparam("record_id")).values(
+                    cost_e10=bindparam("new_cost"), price_source=bindparam("new_source"), price_version=version)
+                connection.execute(repriced, changes)
+            after = (rows[-1].created_at, rows[-1].id)
+        if not dry_run:
+            rollups.rebuild(connection, days, sessions)
+    return report
+
+
+def bulk_insert(engine: Engine, rollups: Rollups, records: Iterable[UsageRecord], *, batch: int = 20_000,
+                progress: Callable[[int], None] | None = None) -> int:
+    """Insert many new records fast (plain inserts, then one rebuild of the days they cover)."""
+    stored = 0
+    days: set[dt.date] = set()
+    sessions: set[str] = set()
+    pending: list[UsageRecord] = []
+
+    def flush() -> None:
+        nonlocal stored
+        with engine.begin() as connection:
+            connection.execute(insert(records_table), [record_values(record) for record in pending])
+        stored += len(pending)
+        pending.clear()
+        if progress is not None:
+            progress(stored)
+
+    for record in records:
+        pending.append(record)
+        days.add(record.created_at.astimezone(dt.UTC).date())
+        if record.session_id:
+            sessions.add(record.session_id)
+        if len(pending) >= batch:
+            flush()
+    if pending:
+        flush()
+    with engine.begin() as connection:
+        rollups.rebuild(connection, days, sessions)
+    return stored
+
+
+def _date(value: dt.date | dt.datetime | str) -> dt.date:
+    if isinstance(value, str):
+        return dt.date.fromisoformat(value[:10])
+    return value.date() if isinstance(value, dt.datetime) else value

@@ -1,0 +1,175 @@
+"""The analytics side: reported usage, CSV export, erasure, the short-lived cache, and the data
+commands (demo-data, prune, reprice, pricing diff and import)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import admin_headers, proxy_client
+from test_storage import NOW, record
+from tokenmeter_proxy.app import create_app
+from tokenmeter_proxy.cli import main
+from tokenmeter_proxy.config import Settings
+from tokenmeter_proxy.reports import RECORD_FIELDS
+from tokenmeter_proxy.storage.engine import engine_from_url
+from tokenmeter_proxy.storage.repository import Filters, Repository
+
+pytestmark = pytest.mark.anyio
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    engine = engine_from_url(settings.database_url)
+    Repository(engine).insert_records([
+        record(1, hours_ago=1, session="s-1", user="alice", cost="0.5"),
+        record(2, hours_ago=2, session="s-1", user="bob", cost="0.25"),
+        record(3, hours_ago=30, session="s-2", user="alice", cost="1"),
+    ])
+    engine.dispose()
+    async with proxy_client(create_app(settings, clock=Clock())) as client:
+        client.headers.update(admin_headers())
+        yield client
+
+
+async def test_reported_usage_is_recorded_priced_and_counted(api: httpx.AsyncClient) -> None:
+    response = await api.post("/api/usage/log", json={"session_id": "s-ext", "user_id": "carol", "model": "gpt-4o",
+                                                       "input_tokens": 1000, "output_tokens": 100,
+                                                       "cached_input_tokens": 200})
+    assert response.status_code == 201
+    logged = response.json()
+    assert set(logged) == set(RECORD_FIELDS)
+    assert (logged["usage_source"], logged["endpoint"], logged["status_code"], logged["api_key_id"]) == (
+        "reported", "reported", None, None)
+    assert logged["cost"] == 0.00325 and logged["price_source"] == "pricing_file"
+    stats = (await api.get("/api/usage/stats", params={"session_id": "s-ext"})).json()
+    assert stats["totals"]["requests"] == 1 and stats["totals"]["cached_input_tokens"] == 200
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"model": "gpt-4o", "input_tokens": 1, "output_tokens": 1}, "session_id"),
+    ({"session_id": "s", "input_tokens": 1, "output_tokens": 1}, "model"),
+    ({"session_id": "s", "model": "m", "input_tokens": -1, "output_tokens": 1}, "input_tokens"),
+    ({"session_id": "s", "model": "m", "input_tokens": 1, "output_tokens": "2"}, "output_tokens"),
+    ({"session_id": "s", "model": "m", "input_tokens": 1, "output_tokens": 1, "cached_input_tokens": 5},
+     "cached_input_tokens"),
+    ({"session_id": "s", "model": "m", "input_tokens": 1, "output_tokens": 1, "user_id": 7}, "user_id"),
+])
+async def test_bad_reported_usage_is_refused_by_field(api: httpx.AsyncClient, body: dict[str, object],
+                                                      param: str) -> None:
+    response = await api.post("/api/usage/log", json=body)
+    assert response.status_code == 400 and response.json()["error"]["param"] == param
+
+
+async def test_the_export_is_csv_with_every_record_of_the_period(api: httpx.AsyncClient) -> None:
+    response = await api.get("/api/usage/export", params={"period": "7d", "format": "csv"})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert list(rows[0]) == list(RECORD_FIELDS) and len(rows) == 3
+    assert rows[0]["cost"] == "0.5" and rows[0]["streamed"] == "false" and rows[0]["created_at"].endswith("Z")
+    assert (await api.get("/api/usage/export", params={"period": "24h"})).text.count("\n") == 3  # header + 2
+    refused = await api.get("/api/usage/export", params={"format": "xml"})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "format"
+
+
+async def test_the_export_pages_through_large_periods(api: httpx.AsyncClient, settings: Settings,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tokenmeter_proxy.api.EXPORT_PAGE", 2)
+    rows = list(csv.reader(io.StringIO((await api.get("/api/usage/export")).text)))
+    assert len(rows) == 4 and len({row[0] for row in rows[1:]}) == 3
+
+
+async def test_erasing_a_user_removes_them_and_nothing_else(api: httpx.AsyncClient) -> None:
+    before = (await api.get("/api/usage/stats")).json()["totals"]
+    response = await api.delete("/api/usage/users/alice")
+    assert response.status_code == 200 and response.json() == {"deleted": 2}
+    after = (await api.get("/api/usage/stats")).json()["totals"]
+    assert after["requests"] == before["requests"] - 2 and after["cost"] == 0.25
+    assert (await api.get("/api/usage/records", params={"user_id": "alice"})).json()["records"] == []
+    assert (await api.get("/api/usage/stats", params={"user_id": "alice", "period": "90d"})).json()[
+        "totals"]["requests"] == 0
+    sessions = {s["session_id"]: s["requests"] for s in (await api.get("/api/usage/sessions")).json()["sessions"]}
+    assert sessions == {"s-1": 1}
+    assert (await api.delete("/api/usage/users/nobody")).json() == {"deleted": 0}
+
+
+async def test_stats_are_served_from_the_cache_until_a_record_is_stored(api: httpx.AsyncClient,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    original = Repository.window
+
+    def counted(self: Repository, filters: Filters) -> object:
+        calls.append(1)
+        return original(self, filters)
+
+    monkeypatch.setattr(Repository, "window", counted)
+    for _ in range(5):
+        await api.get("/api/usage/stats")
+    assert len(calls) == 1
+    await api.post("/api/usage/log", json={"session_id": "s", "model": "m", "input_tokens": 1, "output_tokens": 1})
+    assert (await api.get("/api/usage/stats")).json()["totals"]["requests"] == 4 and len(calls) == 2
+
+
+def test_demo_data_prune_and_reprice_from_the_command_line(sqlite_url: str, pricing_file: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("TOKENMETER_PRICING", str(pricing_file))
+    assert main(["demo-data", "--records", "3000", "--days", "20", "--database-url", sqlite_url, "--seed", "3"]) == 0
+    engine = engine_from_url(sqlite_url)
+    repository = Repository(engine)
+    everything = repository.totals(Filters())
+    assert everything.requests == 3000
+    assert {record.usage_source for record in repository.records(Filters(), limit=50)} == {"demo"}
+    window = sum((figures for _, _, figures in repository.window(Filters(since=dt.datetime(2000, 1, 1,
+                                                                                           tzinfo=dt.UTC)))),
+                 start=type(everything)())
+    assert window == everything  # the rollups were rebuilt from the bulk load
+
+    pricing_file.write_text(pricing_file.read_text().replace("gpt-4o-mini: {input: 0.15", "gpt-4o-mini: {input: 0.30"))
+    assert main(["reprice", "--since", "2000-01-01", "--dry-run", "--database-url", sqlite_url]) == 0
+    assert "would reprice 3,000 records" in capsys.readouterr().out
+    assert repository.totals(Filters()).cost == everything.cost
+    assert main(["reprice", "--since", "2000-01-01", "--database-url", sqlite_url]) == 0
+    assert "gpt-4o-mini" in capsys.readouterr().out
+    repriced = repository.totals(Filters())
+    assert repriced.cost > everything.cost and repriced.requests == 3000
+
+    assert main(["prune", "--older-than", "10d", "--database-url", sqlite_url]) == 0
+    assert "deleted" in capsys.readouterr().out
+    left = repository.totals(Filters())
+    assert 0 < left.requests < 3000
+    assert repository.totals(Filters(until=dt.datetime.now(dt.UTC) - dt.timedelta(days=10))).requests == 0
+    engine.dispose()
+
+
+def test_pricing_diff_and_import(pricing_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["pricing", "diff", str(pricing_file)]) == 0
+    out = capsys.readouterr().out
+    assert "gpt-4o-mini" in out and "claude-like" in out and "not in the catalog" in out
+    assert main(["pricing", "import", "gpt-4.1-nano", "no-such-model-xyz", "--file", str(pricing_file)]) == 0
+    text = pricing_file.read_text()
+    assert "gpt-4.1-nano: {input: 0.1, cached_input: 0.025, output: 0.4}" in text
+    assert "skipped no-such-model-xyz: not in the catalog" in capsys.readouterr().err
+
+
+def test_prices_never_change_history_silently(sqlite_url: str) -> None:
+    engine = engine_from_url(sqlite_url)
+    Repository(engine).insert_records([record(1, cost="0.5")])
+    [stored] = Repository(engine).records(Filters(), limit=1)
+    engine.dispose()
+    assert stored.cost == Decimal("0.5") and stored.price_version == "v1"
