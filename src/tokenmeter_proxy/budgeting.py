@@ -17,7 +17,7 @@ from typing import Any
 from . import tokens
 from .budgets import Applied, Budget, Decision, Estimate, Identity, applicable, budget_status, judge
 from .catalog import Catalog, price
-from .metering import Exchange
+from .metering import INLINE_COUNT_BYTES, Exchange
 from .metrics import Metrics
 from .pricing import PriceTable
 from .storage.budget_store import BudgetStore
@@ -60,7 +60,10 @@ class BudgetGate:
         if not applied:
             return None
         table = self.prices()
-        estimate = await asyncio.to_thread(_estimate, exchange, table, self.catalog)
+        if len(exchange.raw_body) < INLINE_COUNT_BYTES:
+            estimate = _estimate(exchange, table, self.catalog)
+        else:  # a big prompt takes milliseconds to count: off the event loop
+            estimate = await asyncio.to_thread(_estimate, exchange, table, self.catalog)
         now = self.clock()
         decide = functools.partial(judge, estimate=estimate, now=now, currency=table.currency,
                                    allow_unpriced=self.allow_unpriced)
