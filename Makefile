@@ -11,12 +11,12 @@ run: $(VENV)/.installed
 	$(BIN)/tokenmeter-proxy serve
 
 test: $(VENV)/.dev
-	$(BIN)/ruff check src tests migrations
+	$(BIN)/ruff check src tests migrations bench
 	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check src tests migrations
+	$(BIN)/ruff check src tests migrations bench
 	$(BIN)/mypy
 
 # make bench: direct vs naive pass-throughs vs tokenmeter (SQLite, PostgreSQL, with a budget), as ratios

@@ -11,6 +11,8 @@ import argparse
 import contextlib
 from collections.abc import AsyncIterator
 
+import aiohttp
+import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -22,8 +24,6 @@ HOP = {"connection", "keep-alive", "transfer-encoding", "host", "content-length"
 
 
 def naive_httpx(upstream: str) -> Starlette:
-    import httpx  # noqa: PLC0415  (each baseline imports only its own client)
-
     client = httpx.AsyncClient(timeout=600)
 
     async def forward(request: Request) -> StreamingResponse:
@@ -39,8 +39,6 @@ def naive_httpx(upstream: str) -> Starlette:
 
 
 def naive_aiohttp(upstream: str) -> Starlette:
-    import aiohttp  # noqa: PLC0415  (each baseline imports only its own client)
-
     sessions: list[aiohttp.ClientSession] = []
 
     @contextlib.asynccontextmanager

@@ -60,7 +60,7 @@ async def worker(host: str, port: int, plan: list[tuple[bool, bool]], session: s
             if not parser.should_keep_alive():
                 writer.close()
                 writer = None
-        except (OSError, asyncio.TimeoutError, httptools.HttpParserError, ConnectionError):
+        except (TimeoutError, OSError, httptools.HttpParserError, ConnectionError):
             tally["proxy_errors"] += 1
             if writer is not None:
                 writer.close()

@@ -131,10 +131,13 @@ def milliseconds(text: str) -> float:
 
 def wrk(url: str, connections: int, duration: float, cores: str, headers: list[str]) -> dict[str, Any]:
     environ = dict(os.environ, BENCH_HEADERS="\n".join(headers))
-    out = subprocess.run(pinned(cores) + ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s",
-                                          str(HERE / "post.lua"), url], capture_output=True, text=True,
-                         env=environ).stdout
-    found = lambda pattern: re.search(pattern, out)  # noqa: E731
+    command = [*pinned(cores), "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s",
+               str(HERE / "post.lua"), url]
+    out = subprocess.run(command, capture_output=True, text=True, env=environ).stdout
+
+    def found(pattern: str) -> re.Match[str] | None:
+        return re.search(pattern, out)
+
     result = {"rps": float(found(r"Requests/sec:\s+([\d.]+)").group(1)),  # type: ignore[union-attr]
               "requests": int(found(r"(\d+) requests in").group(1)),  # type: ignore[union-attr]
               "p50_ms": milliseconds(found(r"50%\s+([\d.]+\w+)").group(1)),  # type: ignore[union-attr]

@@ -67,7 +67,7 @@ async def client(host: str, port: int, path: str, deadline: float, results: dict
             if not parser.should_keep_alive():
                 writer.close()
                 writer = None
-        except (OSError, asyncio.TimeoutError, httptools.HttpParserError, ConnectionError) as exc:
+        except (TimeoutError, OSError, httptools.HttpParserError, ConnectionError) as exc:
             results["errors"].append(str(exc))
             if writer is not None:
                 writer.close()
