@@ -125,12 +125,12 @@ async def test_stats_are_served_from_the_cache_until_a_record_is_stored(api: htt
     assert (await api.get("/api/usage/stats")).json()["totals"]["requests"] == 4 and len(calls) == 2
 
 
-def test_demo_data_prune_and_reprice_from_the_command_line(sqlite_url: str, pricing_file: Path,
+def test_demo_data_prune_and_reprice_from_the_command_line(database_url: str, pricing_file: Path,
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("TOKENMETER_PRICING", str(pricing_file))
-    assert main(["demo-data", "--records", "3000", "--days", "20", "--database-url", sqlite_url, "--seed", "3"]) == 0
-    engine = engine_from_url(sqlite_url)
+    assert main(["demo-data", "--records", "3000", "--days", "20", "--database-url", database_url, "--seed", "3"]) == 0
+    engine = engine_from_url(database_url)
     repository = Repository(engine)
     everything = repository.totals(Filters())
     assert everything.requests == 3000
@@ -141,15 +141,15 @@ def test_demo_data_prune_and_reprice_from_the_command_line(sqlite_url: str, pric
     assert window == everything  # the rollups were rebuilt from the bulk load
 
     pricing_file.write_text(pricing_file.read_text().replace("gpt-4o-mini: {input: 0.15", "gpt-4o-mini: {input: 0.30"))
-    assert main(["reprice", "--since", "2000-01-01", "--dry-run", "--database-url", sqlite_url]) == 0
+    assert main(["reprice", "--since", "2000-01-01", "--dry-run", "--database-url", database_url]) == 0
     assert "would reprice 3,000 records" in capsys.readouterr().out
     assert repository.totals(Filters()).cost == everything.cost
-    assert main(["reprice", "--since", "2000-01-01", "--database-url", sqlite_url]) == 0
+    assert main(["reprice", "--since", "2000-01-01", "--database-url", database_url]) == 0
     assert "gpt-4o-mini" in capsys.readouterr().out
     repriced = repository.totals(Filters())
     assert repriced.cost > everything.cost and repriced.requests == 3000
 
-    assert main(["prune", "--older-than", "10d", "--database-url", sqlite_url]) == 0
+    assert main(["prune", "--older-than", "10d", "--database-url", database_url]) == 0
     assert "deleted" in capsys.readouterr().out
     left = repository.totals(Filters())
     assert 0 < left.requests < 3000

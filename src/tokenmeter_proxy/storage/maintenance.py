@@ -8,8 +8,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, select, update
 
 from ..types import Usage, UsageRecord
 from .repository import record_values, records_table
@@ -115,9 +116,10 @@ def reprice(engine: Engine, rollups: Rollups, since: dt.datetime, pricer: Pricer
     return report
 
 
-def bulk_insert(engine: Engine, rollups: Rollups, records: Iterable[UsageRecord], *, batch: int = 20_000,
+def bulk_insert(engine: Engine, rollups: Rollups, records: Iterable[UsageRecord], *, batch: int = 50_000,
                 progress: Callable[[int], None] | None = None) -> int:
-    """Insert many new records fast (plain inserts, then one rebuild of the days they cover)."""
+    """Insert many new records fast (the driver's own bulk path: executemany on SQLite, COPY on
+    PostgreSQL), then rebuild the rollups of the days they cover once."""
     stored = 0
     days: set[dt.date] = set()
     sessions: set[str] = set()
@@ -126,7 +128,7 @@ def bulk_insert(engine: Engine, rollups: Rollups, records: Iterable[UsageRecord]
     def flush() -> None:
         nonlocal stored
         with engine.begin() as connection:
-            connection.execute(insert(records_table), [record_values(record) for record in pending])
+            _copy(connection, pending)
         stored += len(pending)
         pending.clear()
         if progress is not None:
@@ -144,6 +146,25 @@ def bulk_insert(engine: Engine, rollups: Rollups, records: Iterable[UsageRecord]
     with engine.begin() as connection:
         rollups.rebuild(connection, days, sessions)
     return stored
+
+
+def _copy(connection: Connection, batch: list[UsageRecord]) -> None:
+    # in time order, so the (created_at, id) index grows at its end rather than everywhere
+    rows = [record_values(record) for record in sorted(batch, key=lambda record: record.created_at)]
+    columns = list(rows[0])
+    driver: Any = connection.connection.driver_connection  # sqlite3 or psycopg: each has its bulk path
+    if connection.dialect.name == "postgresql":
+        with driver.cursor() as cursor, cursor.copy(f"COPY usage_records ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(tuple(row.values()))
+        return
+    # a page cache big enough for the indexes being filled (the default 2 MB thrashes: 2x slower)
+    connection.exec_driver_sql("PRAGMA cache_size=-262144")
+    # SQLite stores times as text: in the form SQLAlchemy writes them, so every query compares alike
+    for row in rows:
+        row["created_at"] = row["created_at"].strftime("%Y-%m-%d %H:%M:%S.%f")
+    driver.executemany(f"INSERT INTO usage_records ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                       [tuple(row.values()) for row in rows])
 
 
 def _date(value: dt.date | dt.datetime | str) -> dt.date:

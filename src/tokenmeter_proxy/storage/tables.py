@@ -20,7 +20,7 @@ class UsageRecordRow(SQLModel, table=True):
 
     __tablename__ = "usage_records"
     __table_args__ = (
-        Index("ix_usage_records_created_at", "created_at"),
+        Index("ix_usage_records_created_id", "created_at", "id"),  # pages of records, newest first
         Index("ix_usage_records_session_created", "session_id", "created_at"),
         Index("ix_usage_records_user_created", "user_id", "created_at"),
         Index("ix_usage_records_model_created", "model", "created_at"),
