@@ -263,6 +263,22 @@ async def test_static_files_are_served_and_revalidated(dash: Dashboard, name: st
     assert response.headers["cache-control"] == "no-cache"
 
 
+async def test_static_files_answer_304_when_unchanged_and_404_when_unknown(dash: Dashboard) -> None:
+    first = await dash.client.get("/dashboard/static/common.js")
+    again = await dash.client.get("/dashboard/static/common.js", headers={"if-none-match": first.headers["etag"]})
+    assert again.status_code == 304 and not again.content
+    assert (await dash.client.get("/dashboard/static/nothing.js")).status_code == 404
+    assert (await dash.client.get("/dashboard/static/../routes.py")).status_code == 404
+
+
+async def test_pages_ask_for_every_module_their_script_imports_at_once(dash: Dashboard) -> None:
+    cookie = {"cookie": f"{SESSION_COOKIE}={await dash.cookie()}"}
+    page = (await dash.client.get("/dashboard", headers=cookie)).text
+    preloaded = re.findall(r'<link rel="modulepreload" href="/dashboard/static/([a-z]+\.js)">', page)
+    assert preloaded == ["budgets.js", "charts.js", "common.js"]
+    assert '<script type="module" src="/dashboard/static/overview.js"></script>' in page
+
+
 def test_the_scripts_load_nothing_from_elsewhere() -> None:
     for path in [*STATIC.iterdir(), *TEMPLATES.iterdir()]:
         text = path.read_text()

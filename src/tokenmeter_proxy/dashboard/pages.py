@@ -25,6 +25,7 @@ STATIC = HERE / "static"
 LANGUAGES = ("en", "de")
 RAW = frozenset({"body", "config", "scripts", "header"})
 _SLOT = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
+_IMPORT = re.compile(r'^import [^;]* from "\./([a-z]+\.js)";', re.MULTILINE)
 _TAG = re.compile(r"^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8}){0,3}$")
 
 
@@ -52,6 +53,17 @@ def negotiate(accept_language: str | None) -> tuple[str, str]:
     return "en", "en"
 
 
+def _closure(name: str, direct: Mapping[str, list[str]]) -> tuple[str, ...]:
+    found: list[str] = []
+    pending = list(direct.get(name, ()))
+    while pending:
+        module = pending.pop(0)
+        if module not in found:
+            found.append(module)
+            pending.extend(direct.get(module, ()))
+    return tuple(sorted(found))
+
+
 def script_json(value: Any) -> str:
     """JSON safe inside a `<script type="application/json">` block (no `</script>` breakout)."""
     text = orjson.dumps(value).decode()
@@ -64,13 +76,15 @@ class Pages:
 
     templates: Mapping[str, str]
     strings: Mapping[str, Mapping[str, str]]
+    imports: Mapping[str, tuple[str, ...]]  # script -> every module it imports, directly or not
 
     @classmethod
     def load(cls) -> Pages:
         templates = {path.stem: path.read_text(encoding="utf-8") for path in TEMPLATES.glob("*.html")}
         strings = {language: json.loads((STRINGS / f"{language}.json").read_text(encoding="utf-8"))
                    for language in LANGUAGES}
-        return cls(templates=templates, strings=strings)
+        direct = {path.name: _IMPORT.findall(path.read_text(encoding="utf-8")) for path in STATIC.glob("*.js")}
+        return cls(templates=templates, strings=strings, imports={name: _closure(name, direct) for name in direct})
 
     def fill(self, template: str, language: str, values: Mapping[str, object]) -> str:
         """A template with its slots filled; an unknown slot is a bug and raises KeyError."""
@@ -90,7 +104,10 @@ class Pages:
         """A whole page: the layout around the `body` template, with the configuration the
         page's script reads (its language, strings, and whatever `config` adds)."""
         filled = self.fill(body, language, values or {})
-        script_tag = f'<script type="module" src="/dashboard/static/{script}.js"></script>' if script else ""
+        # the modules the page's script imports, asked for at once rather than one level at a time
+        preload = "".join(f'<link rel="modulepreload" href="/dashboard/static/{name}">\n'
+                          for name in self.imports.get(f"{script}.js", ()))
+        script_tag = preload + f'<script type="module" src="/dashboard/static/{script}.js"></script>' if script else ""
         return self.fill("layout", language, {
             "locale": locale, "title": title, "body": filled, "body_class": body_class, "scripts": script_tag,
             "config": script_json({"lang": language, "locale": locale, "strings": self.strings[language], **config}

@@ -16,9 +16,11 @@ widget reads only its own endpoint, which answers for the one session its link n
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, quote
 
 import orjson
@@ -26,9 +28,7 @@ from cachetools import TTLCache
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
-from starlette.staticfiles import StaticFiles
-from starlette.types import Receive, Scope, Send
+from starlette.routing import BaseRoute, Route
 
 from .. import reports
 from ..access import MAX_LINK_SECONDS, SESSION_COOKIE, SESSION_SECONDS, FailureLimiter, Signer, same_origin
@@ -68,6 +68,7 @@ class Dashboard:
         self.signer = Signer.from_admin_token(admin_token) if admin_token else None
         self.limiter = limiter
         self.pages = Pages.load()
+        self.assets = Assets.load(STATIC)
         self._widget_cache: TTLCache[str, dict[str, Any]] = TTLCache(maxsize=4096, ttl=2)
 
     def routes(self) -> list[BaseRoute]:
@@ -78,7 +79,7 @@ class Dashboard:
             Route("/dashboard/login", self.login, methods=["POST"]),
             Route("/dashboard/login", _to_dashboard, methods=["GET"]),
             Route("/dashboard/logout", self.logout, methods=["POST"]),
-            Mount("/dashboard/static", app=_Revalidated(StaticFiles(directory=STATIC))),
+            Route("/dashboard/static/{name}", self.assets.serve, methods=["GET", "HEAD"]),
             Route("/widget/session/{session_id:path}", self.widget, methods=["GET"]),
             Route("/widget/api/session/{session_id:path}", self.widget_data, methods=["GET"]),
         ]
@@ -138,7 +139,8 @@ class Dashboard:
                                    title=self.pages.strings[language]["widget_title"], body_class="widget")
             return HTMLResponse(body, status_code=403, headers=WIDGET_HEADERS)
         query = f"exp={request.query_params['exp']}&sig={request.query_params['sig']}"
-        config = {"session_id": session_id, "data_url": f"/widget/api/session/{quote(session_id, safe='')}?{query}"}
+        config = {"session_id": session_id, "data_url": f"/widget/api/session/{quote(session_id, safe='')}?{query}",
+                  "expires": int(request.query_params["exp"])}
         body = self.pages.page("widget", language=language, locale=locale, script="widget", config=config,
                                title=self.pages.strings[language]["widget_title"], body_class="widget")
         return HTMLResponse(body, headers=WIDGET_HEADERS)
@@ -222,21 +224,36 @@ class Dashboard:
                 "trend": {"of": "user" if user_id else "session", "daily": trend["daily"]}}
 
 
-class _Revalidated:
-    """Static files that browsers revalidate on every load (a 304 when unchanged), so an
-    upgraded proxy never runs yesterday's script against today's API."""
+class Assets:
+    """Our CSS, scripts and icon, read once and served from memory with an ETag: browsers
+    revalidate on every load (a 304 when unchanged), so an upgraded proxy never runs
+    yesterday's script against today's API, and a load costs no disk or thread."""
 
-    def __init__(self, app: StaticFiles) -> None:
-        self.app = app
+    TYPES: ClassVar[dict[str, str]] = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+                                       ".svg": "image/svg+xml"}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def send_revalidated(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message["headers"], (b"cache-control", b"no-cache"),
-                                      (b"x-content-type-options", b"nosniff")]
-            await send(message)
+    def __init__(self, files: dict[str, tuple[bytes, str, str]]) -> None:
+        self.files = files
 
-        await self.app(scope, receive, send_revalidated)
+    @classmethod
+    def load(cls, directory: Path) -> Assets:
+        files = {}
+        for path in sorted(directory.iterdir()):
+            if path.suffix in cls.TYPES:
+                content = path.read_bytes()
+                etag = '"' + hashlib.sha256(content).hexdigest()[:20] + '"'
+                files[path.name] = (content, cls.TYPES[path.suffix], etag)
+        return cls(files)
+
+    async def serve(self, request: Request) -> Response:
+        found = self.files.get(request.path_params["name"])
+        if found is None:
+            return Response("not found", status_code=404, media_type="text/plain")
+        content, media_type, etag = found
+        headers = {"etag": etag, "cache-control": "no-cache", "x-content-type-options": "nosniff"}
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        return Response(content, media_type=media_type, headers=headers)
 
 
 async def _to_dashboard(request: Request) -> Response:

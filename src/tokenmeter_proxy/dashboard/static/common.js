@@ -134,12 +134,14 @@ export function status(kind, text, link) {
     return;
   }
   line.className = `status ${kind}`;
-  line.replaceChildren(el("span", { text }), link ? el("a", { href: link.href, text: link.text }) : null);
+  line.replaceChildren(el("span", { text }), ...(link ? [el("a", { href: link.href, text: link.text })] : []));
   line.hidden = false;
 }
 
 /** Show why a load failed; true when the reader must sign in again (stop refreshing then). */
 export function failed(error) {
+  const main = document.getElementById("main");
+  if (main) main.dataset.state = "stale";  // what is on screen may belong to an earlier period or moment
   if (error instanceof ApiError && error.status === 401) {
     status("error", t("signed_out"), { href: location.pathname + location.search, text: t("sign_in") });
     return true;

@@ -28,6 +28,7 @@ function showTotals(stats) {
   setText("total-output", fmt.int(totals.output_tokens));
   setText("total-tokens", fmt.int(totals.total_tokens));
   setText("total-cost", money(totals.cost, stats.currency));
+  for (const node of document.querySelectorAll("[data-total]")) node.dataset.value = String(totals[node.dataset.total]);
   document.getElementById("empty").hidden = totals.requests > 0;
   setText("empty-snippet", `OpenAI(base_url="${location.origin}/v1")`);
   document.getElementById("main").dataset.state = "ready";
@@ -143,10 +144,13 @@ async function load() {
   const mine = ++generation;
   const query = `period=${period}&currency=${encodeURIComponent(currency.code)}`;
   const current = () => mine === generation;
-  const models = api(`/api/usage/top?by=model&limit=100&${query}`);
+  // the totals first, on their own: the rest is asked for once they are on screen
+  const stats = api(`/api/usage/stats?${query}`);
+  const after = (request) => stats.then(request, request);
+  const models = after(() => api(`/api/usage/top?by=model&limit=100&${query}`));
   const parts = [
     models,
-    api(`/api/usage/stats?${query}`).then(async (stats) => {
+    stats.then(async (stats) => {
       if (!current()) return;
       showTotals(stats);
       showTrend(stats);
@@ -159,11 +163,11 @@ async function load() {
       return api(`/api/usage/reconciliation?start_date=${first}&end_date=${last}`)
         .then((report) => current() && showReconciliation(report));
     }),
-    api(`/api/usage/top?by=session&limit=10&${query}`).then((page) => current() && showTop(
+    after(() => api(`/api/usage/top?by=session&limit=10&${query}`)).then((page) => current() && showTop(
       "top-sessions", page, (id) => `/dashboard/sessions/${encodeURIComponent(id)}`)),
-    api(`/api/usage/top?by=user&limit=10&${query}`).then((page) => current() && showTop(
+    after(() => api(`/api/usage/top?by=user&limit=10&${query}`)).then((page) => current() && showTop(
       "top-users", page, (id) => `/dashboard/sessions?q=${encodeURIComponent(id)}`)),
-    api("/api/budgets").then((listing) => current() && showBudgets(listing)),
+    after(() => api("/api/budgets")).then((listing) => current() && showBudgets(listing)),
   ];
   const results = await Promise.allSettled(parts);
   const problem = results.find((result) => result.status === "rejected");

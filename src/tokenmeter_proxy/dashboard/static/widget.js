@@ -31,7 +31,14 @@ function show() {
   showTrend();
 }
 
+function expired() {
+  status("error", t("widget_denied"));
+  window.parent?.postMessage({ type: "tokenmeter:widget-expired", session_id: config.session_id }, "*");
+  return false;
+}
+
 async function load() {
+  if (Date.now() / 1000 >= config.expires) return expired();  // no request the proxy would refuse
   let response;
   try {
     response = await fetch(config.data_url, { credentials: "omit", headers: { accept: "application/json" } });
@@ -39,11 +46,7 @@ async function load() {
     status("error", t("network_error"));
     return true;
   }
-  if (response.status === 403) {
-    status("error", t("widget_denied"));
-    window.parent?.postMessage({ type: "tokenmeter:widget-expired", session_id: config.session_id }, "*");
-    return false;
-  }
+  if (response.status === 403) return expired();
   if (!response.ok) {
     status("error", t("load_failed", { message: response.statusText || response.status }));
     return true;
