@@ -223,6 +223,41 @@ def test_the_overview_totals_equal_the_stats_api(proxy: Proxy, open_page: Any) -
     shot(page, "overview")
 
 
+def test_the_numbers_refresh_every_ten_seconds_without_a_reload(proxy: Proxy, open_page: Any) -> None:
+    page = open_page()
+    page.clock.install()  # the page's timers, under the test's control
+    sign_in(page, proxy.url)
+    ready(page)
+    before = api(proxy, "/api/usage/stats")["totals"]["requests"]
+    expect(page.locator("#total-requests")).to_have_attribute("data-value", str(before))
+    page.evaluate("window.tmSamePage = true")  # gone if the page were loaded again
+    proxy.admin("/api/usage/log", "POST", {"session_id": "s-refresh", "user_id": "u-9", "model": "gpt-4o",
+                                           "input_tokens": 1, "output_tokens": 1})
+    page.clock.fast_forward(9_000)
+    page.wait_for_timeout(300)
+    assert page.locator("#total-requests").get_attribute("data-value") == str(before)  # not yet
+    page.clock.fast_forward(1_500)
+    expect(page.locator("#total-requests")).to_have_attribute("data-value", str(before + 1))
+    assert page.evaluate("window.tmSamePage") is True
+    shot(page, "refreshed")
+
+
+def test_reconciliation_shows_once_provider_figures_exist(proxy: Proxy, open_page: Any) -> None:
+    page = open_page()
+    figures = {"requests": 10, "input_tokens": 1000, "cached_input_tokens": 0, "output_tokens": 100}
+    day = {"date": "2026-11-24", "model": "gpt-4o", "metered": figures,
+           "provider": {**figures, "input_tokens": 1200},
+           "difference": {"requests": 0, "input_tokens": -200, "cached_input_tokens": 0, "output_tokens": 0}}
+    report = {"days": [day], "totals": {key: day[key] for key in ("metered", "provider", "difference")}}
+    page.route("**/api/usage/reconciliation?*", lambda route: route.fulfill(json=report))  # as if synced
+    sign_in(page, proxy.url)
+    ready(page)
+    panel = page.locator("#reconciliation-panel")
+    expect(panel).to_be_visible()
+    assert "Provider (OpenAI)" in panel.inner_text() and "-200" in panel.inner_text()
+    shot(page, "reconciliation")
+
+
 def test_the_period_switch_changes_the_chart(proxy: Proxy, open_page: Any) -> None:
     page = open_page()
     sign_in(page, proxy.url)
