@@ -10,9 +10,9 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tokenmeter_proxy"
 PURE = ["types", "errors", "config", "pricing", "tokens", "sse", "usage", "request_body", "budgets", "catalog",
-        "reconciliation"]
+        "reconciliation", "access"]
 IO_LIBRARIES = {"starlette", "httpx", "sqlmodel", "sqlalchemy", "psycopg", "uvicorn", "anyio", "aiohttp", "alembic"}
-WEB = ["middleware", "proxy", "api", "budgets_api", "ops", "reconciliation_api", "auth"]
+WEB = ["middleware", "proxy", "api", "budgets_api", "ops", "reconciliation_api", "auth", "dashboard.routes"]
 
 
 def imports(module: str) -> set[str]:

@@ -1,4 +1,5 @@
-"""What ships: the wheel carries its migrations and default prices; the Dockerfile passes hadolint."""
+"""What ships: the wheel carries its migrations, default prices and the dashboard's files; the
+Dockerfile passes hadolint."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_wheel_carries_migrations_and_the_default_pricing_file(tmp_path: Path) -> None:
+def test_the_wheel_carries_migrations_the_default_pricing_file_and_the_dashboard(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                     str(tmp_path), str(ROOT)], check=True, capture_output=True)
     [wheel] = tmp_path.glob("tokenmeter_proxy-*.whl")
@@ -22,6 +23,13 @@ def test_the_wheel_carries_migrations_and_the_default_pricing_file(tmp_path: Pat
     assert "tokenmeter_proxy/migrations/versions/0001_usage_records.py" in names
     assert "tokenmeter_proxy/default_pricing.yaml" in names
     assert any(name.endswith("entry_points.txt") for name in names)
+    dashboard = ROOT / "src" / "tokenmeter_proxy" / "dashboard"
+    shipped = {str(path.relative_to(dashboard.parent.parent)) for path in dashboard.rglob("*")
+               if path.is_file() and "__pycache__" not in path.parts}
+    assert {"tokenmeter_proxy/dashboard/static/overview.js", "tokenmeter_proxy/dashboard/static/style.css",
+            "tokenmeter_proxy/dashboard/templates/layout.html", "tokenmeter_proxy/dashboard/i18n/de.json",
+            "tokenmeter_proxy/dashboard/routes.py"} <= shipped
+    assert shipped <= names, shipped - names
 
 
 def test_the_dockerfile_passes_hadolint() -> None:

@@ -50,6 +50,7 @@ class AdminAPI:
         return [
             Route("/usage/stats", self.stats),
             Route("/usage/sessions", self.sessions),
+            Route("/usage/top", self.top),
             Route("/usage/sessions/{session_id:path}", self.session),
             Route("/usage/records", self.records),
             Route("/usage/log", self.log, methods=["POST"]),
@@ -69,11 +70,24 @@ class AdminAPI:
             session_id=session_id, user_id=user_id, model=model)))
 
     async def sessions(self, request: Request) -> Response:
-        """Sessions, most recently active first."""
+        """Sessions, most recently active first; `q` finds those whose id starts with it, or
+        that the user of that id used."""
         limit = int_param(request, "limit", default=50, maximum=1000)
         offset = int_param(request, "offset", default=0, minimum=0, maximum=2**31 - 1)
-        return JSONResponse(await self._cached(("sessions", limit, offset), lambda: reports.sessions_page(
-            self.repository, limit=limit, offset=offset)))
+        search = text_param(request, "q")
+        user_id = self.user_ids.stored(search.strip()) if search and search.strip() else None
+        return JSONResponse(await self._cached(("sessions", limit, offset, search), lambda: reports.sessions_page(
+            self.repository, limit=limit, offset=offset, prefix=search, user_id=user_id)))
+
+    async def top(self, request: Request) -> Response:
+        """The sessions, users or models that cost most in a period."""
+        period = text_param(request, "period") or "7d"
+        by = text_param(request, "by") or "session"
+        limit = int_param(request, "limit", default=10, maximum=100)
+        currency = text_param(request, "currency")
+        return JSONResponse(await self._cached(("top", period, by, limit, currency), lambda: reports.top_page(
+            self.repository, self.prices(), by=by, period=period, now=self.clock(), limit=limit,
+            currency=currency)))
 
     async def session(self, request: Request) -> Response:
         """One session's totals and records."""

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route, Router
 
 from . import tokens
+from .access import FailureLimiter
 from .api import AdminAPI
 from .asgi import Receive, Scope, Send
 from .auth import RequireAdminToken
@@ -25,6 +26,7 @@ from .budgeting import BudgetGate
 from .budgets_api import BudgetsAPI
 from .catalog import Catalog
 from .config import Settings
+from .dashboard.routes import Dashboard
 from .errors import BadRequest, ConfigError, ProviderError, openai_error
 from .metering import Meter
 from .metrics import Metrics
@@ -115,6 +117,9 @@ def create_app(
         prices=lambda: prices.current, clock=clock,
     )
     operations = Operations(repository=repository, writer=writer, metrics=metrics)
+    limiter = FailureLimiter()  # token guesses at the API and at the dashboard's sign-in count together
+    dashboard = Dashboard(repository=repository, prices=lambda: prices.current, clock=clock,
+                          admin_token=settings.admin_token, limiter=limiter)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -144,10 +149,12 @@ def create_app(
     admin = Starlette(
         routes=[
             *operations.routes(),
+            *dashboard.routes(),
             Route("/api/openapi.json", _openapi),  # public: a description, not data
             Mount("/api", app=RequireAdminToken(
-                Router([*admin_api.routes(), *budgets_api.routes(), *reconciliation_api.routes()]),
-                token=settings.admin_token)),
+                Router([*admin_api.routes(), *budgets_api.routes(), *reconciliation_api.routes(),
+                        *dashboard.admin_routes()]),
+                token=settings.admin_token, limiter=limiter, clock=clock)),
         ],
         exception_handlers={
             BadRequest: _bad_request, HTTPException: _http_error, OperationalError: _database_down,

@@ -92,8 +92,17 @@ def admin_openapi() -> dict[str, Any]:
             "/api/usage/sessions": {"get": {
                 "summary": "Sessions, most recently active first",
                 "parameters": [_query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}, ""),
-                               _query("offset", {"type": "integer", "minimum": 0, "default": 0}, "")],
+                               _query("offset", {"type": "integer", "minimum": 0, "default": 0}, ""),
+                               _query("q", _TEXT, "Only sessions whose id starts with this, or that this user "
+                                                  "used")],
                 "responses": _ok("Sessions")}},
+            "/api/usage/top": {"get": {
+                "summary": "The sessions, users or models that cost most in a period",
+                "parameters": [_query("period", _PERIOD, "Window ending now"),
+                               _query("by", {"enum": ["session", "user", "model"], "default": "session"}, ""),
+                               _query("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}, ""),
+                               _query("currency", {"type": "string", "maxLength": 8}, "Report in this currency")],
+                "responses": _ok("Top")}},
             "/api/usage/sessions/{session_id}": {"get": {
                 "summary": "One session's totals and records, newest first",
                 "parameters": [{"name": "session_id", "in": "path", "required": True, "schema": _TEXT},
@@ -120,6 +129,15 @@ def admin_openapi() -> dict[str, Any]:
                                {**_query("end_date", _DATE, "Last UTC day, included (at most 366 days)"),
                                 "required": True}],
                 "responses": _ok("Reconciliation")}},
+            "/api/widget-links": {"post": {
+                "summary": "A signed link to the session widget (/widget/session/{id}) that works without the "
+                           "admin token until it expires",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["session_id"],
+                    "properties": {"session_id": {"type": "string", "minLength": 1, "maxLength": 256},
+                                   "ttl_seconds": {"type": "integer", "minimum": 1, "maximum": 2592000,
+                                                   "default": 3600}}}}}},
+                "responses": _ok("WidgetLink")}},
             "/api/budgets": {
                 "get": {"summary": "Budgets and where each stands", "responses": _ok("Budgets")},
                 "put": {"summary": "Create (201) or replace (200) the budget of a scope, subject and period",
@@ -145,6 +163,12 @@ def admin_openapi() -> dict[str, Any]:
                     "daily": {"type": "array", "items": _object({"date": {"type": "string"}, **_BRIEF})},
                     "by_model": {"type": "array", "items": _object({"model": {"type": "string"}, **_BRIEF},
                                                                     nullable=("model",))}}),
+                "Top": _object({"period": {"type": "string"}, "currency": {"type": "string"},
+                                "by": {"enum": ["session", "user", "model"]},
+                                "top": {"type": "array", "items": _object({"id": {"type": "string"}, **_BRIEF,
+                                                                           "unpriced_requests": _COUNT})}}),
+                "WidgetLink": _object({"url": {"type": "string"}, "path": {"type": "string"},
+                                       "expires_at": _TIME}),
                 "Sessions": _object({"total": _COUNT, "sessions": {"type": "array", "items": _object({
                     "session_id": {"type": "string"}, "first_seen": _TIME, "last_seen": _TIME, **_BRIEF})}}),
                 "Session": _object({"session_id": {"type": "string"}, "totals": _TOTALS,

@@ -69,10 +69,26 @@ def usage_stats(
             "by_model": by_model}
 
 
-def sessions_page(repository: Repository, *, limit: int, offset: int) -> dict[str, Any]:
-    """`GET /api/usage/sessions`: sessions with their totals, most recently active first."""
-    total, groups = repository.sessions(limit=limit, offset=offset)
+def sessions_page(repository: Repository, *, limit: int, offset: int, prefix: str | None = None,
+                  user_id: str | None = None) -> dict[str, Any]:
+    """`GET /api/usage/sessions`: sessions with their totals, most recently active first;
+    with a search, those whose id starts with `prefix` or that `user_id` used."""
+    total, groups = repository.sessions(limit=limit, offset=offset, prefix=prefix, user_id=user_id)
     return {"total": total, "sessions": [session_json(group) for group in groups]}
+
+
+def top_page(repository: Repository, table: PriceTable, *, by: str, period: str, now: dt.datetime, limit: int,
+             currency: str | None = None) -> dict[str, Any]:
+    """`GET /api/usage/top`: the sessions, users or models that cost most in the period, with
+    their totals and how many of their requests have no price (models: `id` "" is no model)."""
+    if by not in ("session", "user", "model"):
+        raise BadRequest(f"unknown grouping {by!r}: use session, user or model", param="by")
+    since = now - parse_period(period)
+    code, rate = exchange_rate(table, currency)
+    rows = repository.top(by, since, limit=limit)
+    return {"period": period, "currency": code, "by": by,
+            "top": [{"id": key, **_brief(totals, rate), "unpriced_requests": totals.unpriced_requests}
+                    for key, totals in rows]}
 
 
 def session_detail(repository: Repository, session_id: str, *, limit: int) -> dict[str, Any] | None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, text
+from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, text, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import ColumnElement, Select
 
@@ -160,17 +160,50 @@ class Repository:
             rows = [row for query in queries for row in connection.execute(query)]
         return [(_date(row[0]), row[1] or None, _totals(row[2:])) for row in rows]
 
-    def sessions(self, *, limit: int, offset: int) -> tuple[int, list[Group]]:
-        """How many sessions there are, and a page of them, most recently active first."""
+    def sessions(self, *, limit: int, offset: int, prefix: str | None = None,
+                 user_id: str | None = None) -> tuple[int, list[Group]]:
+        """How many sessions there are, and a page of them, most recently active first. With
+        `prefix` and/or `user_id`: only sessions whose id starts with `prefix` (exactly, case
+        and all) or that hold a record of `user_id`."""
         columns = [sessions_table.c[name] for name in MEASURES]
-        query = (select(sessions_table.c.session_id, sessions_table.c.first_seen, sessions_table.c.last_seen,
-                        *columns).order_by(sessions_table.c.last_seen.desc(), sessions_table.c.session_id)
-                 .limit(limit).offset(offset))
+        session_id = sessions_table.c.session_id
+        matches: list[ColumnElement[bool]] = []
+        if prefix:
+            matches.append(func.substr(session_id, 1, len(prefix)) == prefix)
+        if user_id:
+            matches.append(session_id.in_(select(c.session_id).where(c.user_id == user_id).distinct()))
+        where = [or_(*matches)] if matches else []
+        query = (select(session_id, sessions_table.c.first_seen, sessions_table.c.last_seen, *columns).where(*where)
+                 .order_by(sessions_table.c.last_seen.desc(), session_id).limit(limit).offset(offset))
         with self.engine.connect() as connection:
-            total = int(connection.execute(select(func.count()).select_from(sessions_table)).scalar_one())
+            total = int(connection.execute(select(func.count()).select_from(sessions_table).where(*where))
+                        .scalar_one())
             page = [Group(key=row[0], first_seen=_utc(row[1]), last_seen=_utc(row[2]), totals=_totals(row[3:]))
                     for row in connection.execute(query)]
         return total, page
+
+    def top(self, by: str, since: dt.datetime, *, limit: int) -> list[tuple[str, Totals]]:
+        """The sessions, users or models (`by`) that cost most since `since`: whole days from the
+        daily rollups, the partial first day from the records (as `window` does). Records without
+        a session or user are left out; records without a model count under ""."""
+        key_name, rollup = {"session": ("session_id", daily_session), "user": ("user_id", daily_user),
+                            "model": ("model", daily_model)}[by]
+        naive = _naive(since)
+        first_whole_day = naive.date() if naive.time() == dt.time() else naive.date() + dt.timedelta(days=1)
+        boundary = dt.datetime.combine(first_whole_day, dt.time())
+        key = func.coalesce(c.model, "") if by == "model" else c[key_name]
+        partial = (select(key.label("key"), *[sum_.label(name) for sum_, name in zip(record_sums(), MEASURES,
+                                                                                        strict=True)])
+                   .where(c.created_at >= naive, c.created_at < boundary, key.is_not(None)).group_by(key))
+        whole = (select(rollup.c[key_name].label("key"),
+                        *[func.sum(rollup.c[name]).label(name) for name in MEASURES])
+                 .where(rollup.c.day >= first_whole_day).group_by(rollup.c[key_name]))
+        both = union_all(partial, whole).subquery()
+        cost = func.sum(both.c.cost_e10)
+        query = (select(both.c.key, *[func.sum(both.c[name]) for name in MEASURES]).group_by(both.c.key)
+                 .order_by(cost.desc(), both.c.key).limit(limit))
+        with self.engine.connect() as connection:
+            return [(str(row[0]), _totals(row[1:])) for row in connection.execute(query)]
 
     def session(self, session_id: str, *, limit: int) -> tuple[Totals | None, list[UsageRecord]]:
         """A session's totals over all time (None when it has no records) and its newest records,

@@ -1,0 +1,191 @@
+// The overview: totals, the daily trend, cost by model, top sessions and users, budgets and
+// reconciliation for the chosen period, refreshed every 10 s without reloading the page.
+import { budgetView, defaultsView } from "./budgets.js";
+import { barChart, trendChart } from "./charts.js";
+import { api, currency, currencySelector, el, emptyNote, failed, fmt, refreshEvery, replace, setText, status, t,
+         table } from "./common.js";
+
+const PERIODS = ["24h", "7d", "30d", "90d"];
+let period = PERIODS.includes(localStorage.getItem("tm-period")) ? localStorage.getItem("tm-period") : "7d";
+let generation = 0;  // answers to an older load (another period, another currency) are dropped
+let firstShown = false;
+
+function money(amount, code) {
+  return fmt.money(amount, code);
+}
+
+function showPeriodButtons() {
+  for (const button of document.querySelectorAll("[data-period]")) {
+    button.setAttribute("aria-pressed", String(button.dataset.period === period));
+  }
+}
+
+function showTotals(stats) {
+  const totals = stats.totals;
+  setText("total-requests", fmt.int(totals.requests));
+  setText("total-input", fmt.int(totals.input_tokens));
+  setText("total-cached", fmt.int(totals.cached_input_tokens));
+  setText("total-output", fmt.int(totals.output_tokens));
+  setText("total-tokens", fmt.int(totals.total_tokens));
+  setText("total-cost", money(totals.cost, stats.currency));
+  for (const node of document.querySelectorAll("[data-total]")) node.dataset.value = String(totals[node.dataset.total]);
+  document.getElementById("empty").hidden = totals.requests > 0;
+  setText("empty-snippet", `OpenAI(base_url="${location.origin}/v1")`);
+  document.getElementById("main").dataset.state = "ready";
+  if (!firstShown) {
+    firstShown = true;
+    performance.mark("tm-numbers");
+  }
+}
+
+/** Requests without a price per model ("" is no model), from /api/usage/top?by=model. */
+function unpricedByModel(top) {
+  return new Map(top.top.filter((row) => row.unpriced_requests > 0).map((row) => [row.id, row.unpriced_requests]));
+}
+
+function showCallouts(stats, unpriced) {
+  const totals = stats.totals;
+  const callouts = [];
+  if (totals.unpriced_requests > 0) {
+    const models = [...unpriced].map(([model, count]) => `${model || t("unknown_model")} (${fmt.int(count)})`);
+    callouts.push(el("div", { class: "callout warn", role: "note" },
+      el("strong", { text: t("unpriced_title", { count: fmt.int(totals.unpriced_requests) }) }),
+      el("p", { text: t("unpriced_text", { models: models.join(", ") }) })));
+  }
+  if (totals.estimated_requests > 0) {
+    callouts.push(el("div", { class: "callout", role: "note" },
+      el("p", { text: t("estimated_text", { count: fmt.int(totals.estimated_requests) }) })));
+  }
+  replace("callouts", ...callouts);
+}
+
+function showTrend(stats) {
+  const points = stats.daily.map((day) => ({
+    label: fmt.day(day.date), bar: day.cost, line: day.input_tokens + day.output_tokens,
+    title: `${fmt.day(day.date)}: ${money(day.cost, stats.currency)}, ${fmt.int(day.input_tokens + day.output_tokens)} ${t("tokens")}, ${fmt.int(day.requests)} ${t("requests")}`,
+  }));
+  trendChart(document.getElementById("trend-chart"), points, {
+    barLabel: `${t("cost")} (${stats.currency})`, lineLabel: t("tokens"), ariaLabel: t("trend"),
+    barFormat: (value) => money(value, stats.currency), lineFormat: fmt.compact });
+  replace("trend-table", table(
+    [{ label: t("day") }, { label: t("requests"), numeric: true }, { label: t("input_tokens"), numeric: true },
+     { label: t("output_tokens"), numeric: true }, { label: t("cost"), numeric: true }],
+    stats.daily.map((day) => [fmt.day(day.date), fmt.int(day.requests), fmt.int(day.input_tokens),
+                              fmt.int(day.output_tokens), money(day.cost, stats.currency)])));
+}
+
+function showModels(stats, unpriced) {
+  const chart = document.getElementById("model-chart");
+  if (!stats.by_model.length) {
+    chart.replaceChildren(emptyNote(t("no_data_period")));
+    replace("model-table");
+    return;
+  }
+  const total = stats.totals.cost || 0;
+  barChart(chart, stats.by_model.map((row) => ({
+    label: row.model ?? t("unknown_model"), value: row.cost,
+    text: unpriced.get(row.model ?? "") === row.requests ? t("unpriced") : money(row.cost, stats.currency),
+    title: `${row.model}: ${money(row.cost, stats.currency)}, ${fmt.int(row.requests)} ${t("requests")}` })),
+  { ariaLabel: t("cost_by_model") });
+  replace("model-table", table(
+    [{ label: t("model") }, { label: t("requests"), numeric: true }, { label: t("input_tokens"), numeric: true },
+     { label: t("output_tokens"), numeric: true }, { label: t("cost"), numeric: true },
+     { label: t("share"), numeric: true }],
+    stats.by_model.map((row) => [
+      row.model ?? t("unknown_model"), fmt.int(row.requests), fmt.int(row.input_tokens), fmt.int(row.output_tokens),
+      unpriced.has(row.model ?? "")
+        ? `${money(row.cost, stats.currency)} (${t("unpriced_count", { count: fmt.int(unpriced.get(row.model ?? "")) })})`
+        : money(row.cost, stats.currency),
+      total > 0 ? fmt.percent(row.cost / total) : "–"])));
+}
+
+function showTop(id, page, linkTo) {
+  if (!page.top.length) {
+    replace(id, emptyNote(t("no_data_period")));
+    return;
+  }
+  replace(id, table(
+    [{ label: page.by === "session" ? t("session") : t("user") }, { label: t("requests"), numeric: true },
+     { label: t("tokens"), numeric: true }, { label: t("cost"), numeric: true }],
+    page.top.map((row) => [el("a", { href: linkTo(row.id), text: row.id, class: "ident" }), fmt.int(row.requests),
+                           fmt.int(row.input_tokens + row.output_tokens), money(row.cost, page.currency)])));
+}
+
+function showBudgets(listing) {
+  const ratio = (b) => Math.max(b.max_cost ? b.spent_cost / b.max_cost : 0, b.max_tokens ? b.spent_tokens / b.max_tokens : 0);
+  const budgets = [...listing.budgets].sort((a, b) => ratio(b) - ratio(a));
+  const shown = budgets.slice(0, 30).map(budgetView);
+  if (!budgets.length) shown.push(emptyNote(t("no_budgets")));
+  if (budgets.length > 30) shown.push(emptyNote(t("more_budgets", { count: fmt.int(budgets.length - 30) })));
+  replace("budgets", ...shown, defaultsView(listing.defaults) ?? "");
+}
+
+function showReconciliation(report) {
+  const panel = document.getElementById("reconciliation-panel");
+  const synced = report.days.filter((day) => day.provider !== null);
+  panel.hidden = synced.length === 0;
+  if (!synced.length) return;
+  const fields = ["requests", "input_tokens", "cached_input_tokens", "output_tokens"];
+  const columns = [{ label: "" }, ...fields.map((field) => ({ label: t(field), numeric: true }))];
+  const sides = [["metered", t("metered")], ["provider", t("provider")], ["difference", t("difference")]];
+  const totals = table(columns, sides.map(([side, label]) => [label, ...fields.map((field) =>
+    report.totals[side] ? fmt.int(report.totals[side][field]) : "–")]), { caption: t("reconciliation_totals") });
+  const differing = synced.filter((day) => fields.some((field) => day.difference[field] !== 0))
+    .sort((a, b) => Math.abs(b.difference.input_tokens + b.difference.output_tokens)
+                  - Math.abs(a.difference.input_tokens + a.difference.output_tokens)).slice(0, 20);
+  const days = differing.length ? table(
+    [{ label: t("day") }, { label: t("model") }, ...fields.map((field) => ({ label: `Δ ${t(field)}`, numeric: true }))],
+    differing.map((day) => [fmt.day(day.date), day.model ?? "–", ...fields.map((field) => fmt.int(day.difference[field]))]),
+    { caption: t("reconciliation_days") }) : emptyNote(t("reconciliation_match"));
+  replace("reconciliation", totals, days);
+}
+
+async function load() {
+  const mine = ++generation;
+  const query = `period=${period}&currency=${encodeURIComponent(currency.code)}`;
+  const current = () => mine === generation;
+  // the totals first, on their own: the rest is asked for once they are on screen
+  const stats = api(`/api/usage/stats?${query}`);
+  const after = (request) => stats.then(request, request);
+  const models = after(() => api(`/api/usage/top?by=model&limit=100&${query}`));
+  const parts = [
+    models,
+    stats.then(async (stats) => {
+      if (!current()) return;
+      showTotals(stats);
+      showTrend(stats);
+      const unpriced = unpricedByModel(await models);
+      if (!current()) return;
+      showCallouts(stats, unpriced);
+      showModels(stats, unpriced);
+      const first = stats.daily[0]?.date;
+      const last = stats.daily[stats.daily.length - 1]?.date;
+      return api(`/api/usage/reconciliation?start_date=${first}&end_date=${last}`)
+        .then((report) => current() && showReconciliation(report));
+    }),
+    after(() => api(`/api/usage/top?by=session&limit=10&${query}`)).then((page) => current() && showTop(
+      "top-sessions", page, (id) => `/dashboard/sessions/${encodeURIComponent(id)}`)),
+    after(() => api(`/api/usage/top?by=user&limit=10&${query}`)).then((page) => current() && showTop(
+      "top-users", page, (id) => `/dashboard/sessions?q=${encodeURIComponent(id)}`)),
+    after(() => api("/api/budgets")).then((listing) => current() && showBudgets(listing)),
+  ];
+  const results = await Promise.allSettled(parts);
+  const problem = results.find((result) => result.status === "rejected");
+  if (!current()) return true;
+  if (problem) return !failed(problem.reason);
+  status(null);
+  setText("updated", t("updated", { time: fmt.clock(new Date()) }));
+  return true;
+}
+
+currencySelector(() => refresh());
+showPeriodButtons();
+for (const button of document.querySelectorAll("[data-period]")) {
+  button.addEventListener("click", () => {
+    period = button.dataset.period;
+    localStorage.setItem("tm-period", period);
+    showPeriodButtons();
+    refresh();
+  });
+}
+const refresh = refreshEvery(10, load);
