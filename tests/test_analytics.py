@@ -42,8 +42,10 @@ async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         record(3, hours_ago=30, session="s-2", user="alice", cost="1"),
     ])
     engine.dispose()
-    async with proxy_client(create_app(settings, clock=Clock())) as client:
+    app = create_app(Settings(**{**settings.__dict__, "upstream": "http://127.0.0.1:9/v1"}), clock=Clock())
+    async with proxy_client(app) as client:
         client.headers.update(admin_headers())
+        client.app = app  # type: ignore[attr-defined]
         yield client
 
 
@@ -121,7 +123,9 @@ async def test_stats_are_served_from_the_cache_until_a_record_is_stored(api: htt
     for _ in range(5):
         await api.get("/api/usage/stats")
     assert len(calls) == 1
-    await api.post("/api/usage/log", json={"session_id": "s", "model": "m", "input_tokens": 1, "output_tokens": 1})
+    # a proxied request (its upstream is unreachable here: recorded as a 502) is stored by the writer
+    assert (await api.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": []})).status_code == 502
+    await api.app.writer.drain()  # type: ignore[attr-defined]
     assert (await api.get("/api/usage/stats")).json()["totals"]["requests"] == 4 and len(calls) == 2
 
 
@@ -173,3 +177,20 @@ def test_prices_never_change_history_silently(sqlite_url: str) -> None:
     [stored] = Repository(engine).records(Filters(), limit=1)
     engine.dispose()
     assert stored.cost == Decimal("0.5") and stored.price_version == "v1"
+
+
+def test_pricing_import_adds_inside_the_models_block_whatever_follows(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "pricing.yaml"
+    path.write_text("currency: USD\nmodels:\n    gpt-4o: {input: 2.5}\n\nexchange_rates:\n  EUR: 0.9\n")
+    assert main(["pricing", "import", "gpt-4.1-nano", "--file", str(path)]) == 0
+    text = path.read_text()
+    assert text.index("gpt-4.1-nano") < text.index("exchange_rates") and "    gpt-4.1-nano:" in text
+    assert main(["pricing", "check", str(path)]) == 0
+
+
+async def test_the_export_defuses_spreadsheet_formulas(api: httpx.AsyncClient) -> None:
+    await api.post("/api/usage/log", json={"session_id": "=HYPERLINK(\"http://evil\")", "model": "gpt-4o",
+                                           "input_tokens": 1, "output_tokens": 1})
+    rows = list(csv.DictReader(io.StringIO((await api.get("/api/usage/export")).text)))
+    assert {row["session_id"] for row in rows} >= {"'=HYPERLINK(\"http://evil\")"}

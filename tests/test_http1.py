@@ -433,17 +433,43 @@ async def test_a_request_meeting_a_closing_connection_is_sent_again_on_a_new_one
 
 
 async def test_a_streamed_body_is_never_sent_twice() -> None:
-    requests = []
+    posts = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        requests.append(await read_request(reader))
-        writer.close()
+        while request := await read_request(reader):
+            if request.startswith(b"POST"):
+                posts.append(request)
+                writer.close()  # dropped without an answer
+                return
+            writer.write(OK)
 
     async with raw_server(handle) as origin:
         upstream = Http1Upstream(origin)
+        await read_all(await upstream.send("GET", b"/", [], b""))  # a pooled connection a retry could use
         with pytest.raises(UpstreamError, match="closed the connection before responding"):
             await upstream.send("POST", b"/", [(b"content-length", b"2")], chunks(b"{}"))
-        assert len(requests) == 1
+        assert len(posts) == 1
+        await upstream.aclose()
+
+
+async def test_a_request_the_upstream_worked_on_before_dropping_it_is_not_sent_again() -> None:
+    posts = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while request := await read_request(reader):
+            if request.startswith(b"POST"):
+                posts.append(request)
+                await asyncio.sleep(0.5)  # generating...
+                writer.close()  # ...then the upstream dies
+                return
+            writer.write(OK)
+
+    async with raw_server(handle) as origin:
+        upstream = Http1Upstream(origin)
+        await read_all(await upstream.send("GET", b"/", [], b""))
+        with pytest.raises(UpstreamError):
+            await upstream.send("POST", b"/", [(b"content-length", b"2")], b"{}")
+        assert len(posts) == 1  # sending it again would have billed it twice
         await upstream.aclose()
 
 

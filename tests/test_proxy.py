@@ -344,3 +344,22 @@ async def test_a_finished_request_leaves_no_reference_cycles() -> None:
     for _ in range(3):
         await asyncio.sleep(0)  # the watchers see the disconnect and end
     assert gc.collect() < 20  # it was ~160
+
+
+class _CutBody(httpx.AsyncByteStream):
+    async def __aiter__(self):  # type: ignore[no-untyped-def]
+        yield b'{"id": "x", "object": "chat.completion", "choices": ['
+        raise httpx.ReadError("connection reset by peer")
+
+
+async def test_a_non_streaming_answer_cut_off_becomes_a_502_not_half_a_body(settings: Settings) -> None:
+    transport = httpx.MockTransport(lambda request: httpx.Response(
+        200, headers={"content-type": "application/json", "content-length": "500"}, stream=_CutBody()))
+    app = create_app(settings, transport=transport)
+    async with proxy_client(app) as client:
+        client.app = app  # type: ignore[attr-defined]
+        response = await client.post("/v1/chat/completions", headers=AUTH,
+                                     json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+        [record] = await records(client)
+    assert response.status_code == 502 and response.json()["error"]["type"] == "upstream_error"
+    assert record["status_code"] == 502 and record["usage_source"] == "estimated"

@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import insert, select
 
 from tokenmeter_proxy.storage.engine import engine_from_url
-from tokenmeter_proxy.storage.migrate import current_revision, head_revision, upgrade
+from tokenmeter_proxy.storage.migrate import current_revision, downgrade, head_revision, upgrade
 from tokenmeter_proxy.storage.repository import (
     Cursor,
     Filters,
@@ -57,6 +57,16 @@ def test_migrations_are_idempotent_and_match_the_tables(database_url: str) -> No
     finally:
         engine.dispose()
     assert differences == []
+
+
+def test_every_migration_can_be_undone_and_done_again(database_url: str) -> None:
+    engine = engine_from_url(database_url)
+    try:
+        downgrade(engine, "base")
+        assert current_revision(engine) is None
+        assert upgrade(engine) == (None, head_revision())
+    finally:
+        engine.dispose()
 
 
 def test_a_record_comes_back_exactly_as_stored(repository: Repository) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InternalError, OperationalError
 
 from test_storage import record
 from tokenmeter_proxy.storage.engine import engine_from_url
@@ -94,3 +94,22 @@ async def _run_until_drained(writer: RecordWriter) -> None:
         await asyncio.wait_for(writer.drain(), 10)
     finally:
         task.cancel()
+
+
+async def test_a_database_that_refuses_writes_gets_records_spooled_not_dropped(repository: FlakyRepository,
+                                                                             tmp_path: Path) -> None:
+    def read_only(records: Sequence[UsageRecord]) -> int:
+        raise InternalError("INSERT", {}, Exception("cannot execute INSERT in a read-only transaction"))
+
+    writer = RecordWriter(repository, Spool(tmp_path / "spool"))
+    original = repository.insert_records
+    repository.insert_records = read_only  # type: ignore[method-assign]
+    for n in range(5):
+        writer.submit(record(n))
+    await _run_until_drained(writer)
+    assert writer.spooled == 5 and writer.written == 0
+    await writer.replay_once()  # still refused: the batch goes back, nothing is lost
+    assert writer.spool.pending_files() == 1
+    repository.insert_records = original  # type: ignore[method-assign]
+    await writer.replay_once()
+    assert repository.totals(Filters()).requests == 5 and writer.spool.pending_files() == 0

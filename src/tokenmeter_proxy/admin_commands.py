@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import re
 import sys
 import time
@@ -14,7 +15,7 @@ from .catalog import Catalog, price
 from .config import Settings
 from .demo import Pricer, demo_records
 from .errors import ConfigError
-from .pricing import PriceTable, load_pricing, money_text
+from .pricing import PriceTable, load_pricing, money_text, parse_pricing
 from .reports import text_table
 from .storage.engine import engine_from_url
 from .storage.maintenance import bulk_insert, prune, reprice
@@ -118,14 +119,34 @@ def pricing_import(args: argparse.Namespace) -> int:
         lines.append(f"  {name}: {{{shown}}}  # from genai-prices ({found.provider}/{found.model}), "
                      f"{utc_now():%Y-%m-%d}")
     if lines:
-        text = path.read_text()
-        path.write_text(text.rstrip("\n") + "\n" + "\n".join(lines) + "\n")
-        load_pricing(path)  # the file must still be valid
-        print(f"added {len(lines)} model(s) to {path}:\n" + "\n".join(lines))
+        text = _with_models(path.read_text(), lines)
+        parse_pricing(text, source=str(path))  # refused here, before the file is touched
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text(text)
+        os.replace(temporary, path)  # the hot reload never sees half a file
+        print(f"added {len(lines)} model(s) to {path}:\n" + "\n".join(line.strip() for line in lines))
     for name in missing:
         print(f"skipped {name}: " + ("already in the file" if name in table.models else "not in the catalog"),
               file=sys.stderr)
     return 0 if lines or not missing else 1
+
+
+def _with_models(text: str, entries: list[str]) -> str:
+    """The pricing file's text with `entries` added at the end of its `models:` block (which
+    need not be the file's last block), indented like the models already there."""
+    lines = text.splitlines()
+    start = next((n for n, line in enumerate(lines) if line.startswith("models:")), None)
+    if start is None:
+        return text.rstrip("\n") + "\nmodels:\n" + "\n".join(entries) + "\n"
+    end = start + 1
+    while end < len(lines) and (not lines[end].strip() or lines[end][:1] in (" ", "\t", "#")):
+        end += 1
+    while end > start + 1 and not lines[end - 1].strip():
+        end -= 1  # keep blank lines after the block where they were
+    children = [line for line in lines[start + 1:end] if line.strip() and not line.lstrip().startswith("#")]
+    indent = children[0][:len(children[0]) - len(children[0].lstrip())] if children else "  "
+    added = [indent + entry.strip() for entry in entries]
+    return "\n".join([*lines[:end], *added, *lines[end:]]) + "\n"
 
 
 def _pricer(table: PriceTable, catalog: Catalog) -> Pricer:

@@ -99,7 +99,7 @@ def create_app(
     gate = BudgetGate(
         BudgetStore(engine), prices=lambda: prices.current, clock=clock, defaults=settings.budget_defaults(),
         allow_unpriced=settings.unpriced == "allow", fail_open=settings.budget_failure == "open",
-        reservation_seconds=settings.upstream_read_timeout + 300, metrics=metrics, catalog=catalog,
+        reservation_seconds=_reservation_seconds(settings), metrics=metrics, catalog=catalog,
     )
     forwarder = ForwardingApp(
         client, base_path=base_path(settings.upstream), api_key=settings.upstream_api_key, prefix=PROXY_PREFIX,
@@ -163,6 +163,14 @@ def create_app(
         lifespan=lifespan,
     )
     return TokenMeterApp(proxy, admin, writer=writer, prices=prices, client=client)
+
+
+def _reservation_seconds(settings: Settings) -> float:
+    """How long a reservation holds without its record: past any exchange's end (the total
+    timeout, when set; else an hour of streaming), so only a crashed process's ever lapse."""
+    if settings.upstream_total_timeout:
+        return settings.upstream_total_timeout + 60
+    return 3600 + settings.upstream_read_timeout
 
 
 def app_from_environment() -> TokenMeterApp:

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+
 from . import tokens
 from .budgets import Applied, Budget, Decision, Estimate, Identity, applicable, budget_status, judge
 from .catalog import Catalog, price
@@ -26,6 +28,11 @@ from .types import Clock, Usage
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 1.0
+# No estimate can need more than this (a request claiming max_tokens of 10^15 must be refused,
+# not overflow the database's integers and slip through as an error).
+MAX_ESTIMATE_TOKENS = 10**11
+_UNCHECKED = Decision(admitted=False, refusals=["budgets cannot be checked right now; try again shortly"],
+                      retry_after=5)
 COST_QUANTUM = Decimal("1e-10")
 PURGE_EVERY = 60  # refreshes between purges of expired reservations
 
@@ -71,13 +78,15 @@ class BudgetGate:
             decision: Decision = await asyncio.to_thread(
                 self.store.reserve, exchange.id, applied, estimate, now=now,
                 expires_at=now + dt.timedelta(seconds=self.reservation_seconds), judge=decide)
-        except Exception as exc:  # the database is unreachable: the configured failure mode decides
+        except (OperationalError, InterfaceError) as exc:  # unreachable: the configured failure mode decides
             log.error("budget check for request %s failed (%s); %s", exchange.id, exc,
                       "admitting it (fail open)" if self.fail_open else "refusing it (fail closed)")
             if self.fail_open:
                 return None
-            return Decision(admitted=False, refusals=["budgets cannot be checked right now; try again shortly"],
-                            retry_after=5)
+            return _UNCHECKED
+        except Exception:  # anything else is a fault of ours or of the request: never let it through unchecked
+            log.exception("budget check for request %s failed; refusing it", exchange.id)
+            return _UNCHECKED
         if not decision.admitted and self.metrics is not None:
             for scope in decision.refused_scopes:
                 self.metrics.budget_refusals.labels(scope).inc()
@@ -147,7 +156,8 @@ def _estimate(exchange: Exchange, table: PriceTable, catalog: Catalog | None) ->
     at full input price (cache hits are not known in advance)."""
     facts = exchange.facts
     input_tokens = tokens.count_input(facts.endpoint, facts.model, facts.body, exchange.raw_body)
-    usage = Usage(input_tokens=input_tokens, output_tokens=facts.max_output_tokens or 0)
+    usage = Usage(input_tokens=min(input_tokens, MAX_ESTIMATE_TOKENS),
+                  output_tokens=min(facts.max_output_tokens or 0, MAX_ESTIMATE_TOKENS))
     cost = price(table, catalog, facts.model, usage).cost
     # to the 10^-10 the database keeps, so the check in SQL and its explanation agree exactly
     rounded = None if cost is None else cost.quantize(COST_QUANTUM)

@@ -222,7 +222,7 @@ def parse_budget(payload: Any, *, default: bool = False) -> Budget:
             raise BadRequest("a default budget applies to every subject of its scope: leave subject out",
                              param="subject")
         subject = "*" if scope == "global" else None
-    elif not isinstance(subject, str) or not subject or len(subject) > 256:
+    elif not isinstance(subject, str) or not subject or len(subject) > 256 or not subject.isprintable():
         raise BadRequest("subject must be the session id, user id or api_key_id the budget limits", param="subject")
     period = payload.get("period")
     if period not in PERIODS:
@@ -238,7 +238,11 @@ def parse_budget(payload: Any, *, default: bool = False) -> Budget:
         raise BadRequest("warn_at is a fraction of the limit, between 0 and 1", param="warn_at")
     return Budget(scope=scope, subject=subject, period=period, max_cost=max_cost,
                   max_tokens=None if max_tokens is None else int(max_tokens),
-                  warn_at=DEFAULT_WARN_AT if warn_at is None else warn_at)
+                  warn_at=DEFAULT_WARN_AT if warn_at is None else warn_at.quantize(Decimal("0.0001")))
+
+
+# Limits the database's 64-bit integers hold with room to spare (costs are kept in 10^-10 units).
+_LIMIT_CEILINGS = {"max_cost": Decimal(10**8), "max_tokens": Decimal(10**15), "warn_at": Decimal(1)}
 
 
 def _limit(payload: dict[str, Any], name: str) -> Decimal | None:
@@ -251,6 +255,6 @@ def _limit(payload: dict[str, Any], name: str) -> Decimal | None:
         number = Decimal(str(value))
     except InvalidOperation:
         raise BadRequest(f"{name} must be a number, got {value!r}", param=name) from None
-    if not number.is_finite() or number < 0:
-        raise BadRequest(f"{name} must be a number of at least 0, got {value!r}", param=name)
+    if not number.is_finite() or number < 0 or number > _LIMIT_CEILINGS[name]:
+        raise BadRequest(f"{name} must be a number from 0 to {_LIMIT_CEILINGS[name]}, got {value!r}", param=name)
     return number

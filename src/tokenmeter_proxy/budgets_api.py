@@ -58,7 +58,7 @@ class BudgetsAPI:
     async def delete_budget(self, request: Request) -> Response:
         """Remove a budget: 204, or 404 when there is none with that id."""
         text = request.path_params["budget_id"]
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit() and len(text) <= 18):
             raise BadRequest(f"no budget with id {text!r}", param="id", status=404)
         if not await run_in_threadpool(self.budgets.store.delete, int(text)):
             raise BadRequest(f"no budget with id {text}", param="id", status=404)

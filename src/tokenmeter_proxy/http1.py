@@ -32,6 +32,8 @@ RESUME_BELOW = 64 * 1024
 _SET_BY_US = frozenset({b"host", b"content-length", b"transfer-encoding"})
 _NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})  # no `content-length: 0` when empty
 _ONE_WRITE = 64 * 1024  # a bytes body up to this size goes out in the same write as the head
+# A reused connection that fails within this long of the request is one the server had closed.
+STALE_WINDOW_SECONDS = 0.25
 
 
 class _Stale(UpstreamError):
@@ -365,6 +367,7 @@ class _Connection(asyncio.Protocol):
         self.last_read = self.loop.time()
         if self.timer is None:
             self.timer = self.loop.call_at(self.last_read + self.pool.read_timeout, self._check_silence)
+        sent_at = self.loop.time()
         try:
             transport = self.transport
             assert transport is not None
@@ -377,6 +380,7 @@ class _Connection(asyncio.Protocol):
                     transport.write(head)
                     transport.write(body)
                 self.request_sent = True
+                sent_at = self.loop.time()
                 if self.write_paused:
                     await self._drain()
             else:
@@ -387,7 +391,11 @@ class _Connection(asyncio.Protocol):
                 await response.wait()
         except UpstreamError as exc:
             response._abandon()
-            if self.reused and self.silent and not isinstance(exc, UpstreamTimeout):
+            # A pooled connection the server closed while idle fails at once: send again on a new
+            # one. One that fails later may have had the request processed (an LLM call billed):
+            # sending it again would bill it twice, so that is an error for the client to see.
+            at_once = not self.request_sent or self.loop.time() - sent_at < STALE_WINDOW_SECONDS
+            if self.reused and self.silent and at_once and not isinstance(exc, UpstreamTimeout):
                 raise _Stale(str(exc)) from exc
             raise
         except BaseException:

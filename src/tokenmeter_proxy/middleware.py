@@ -170,6 +170,15 @@ class _MeteredResponse:
         body = b"".join(self.parts)
         self.parts = []
         record = await self._record(read_json_response(self.exchange.facts.endpoint, body))
+        failure = self.scope.get(UPSTREAM_FAILURE)
+        if failure is not None:  # nothing reached the client yet: an error it understands, not half a body
+            timeout = failure == 504
+            await send_json(self.client_send, failure, openai_error(
+                "The upstream " + ("did not finish answering in time." if timeout else "broke off its answer."),
+                type="upstream_timeout" if timeout else "upstream_error",
+                code="upstream_timeout" if timeout else "upstream_unreachable",
+            ), headers=[(REQUEST_ID_HEADER, self.exchange.id.encode())])
+            return
         assert self.start_message is not None
         start = self.start_message
         if record is not None and record.cost is not None:

@@ -177,8 +177,9 @@ def _standings(connection: Connection, applied: list[Applied], now: dt.datetime)
         start = _naive(period_start(item.budget.period, now))
         spent = [spend_table.c.scope == item.budget.scope, spend_table.c.subject == item.subject,
                  spend_table.c.day >= start.date()]
+        # a live reservation holds whatever day it was made: its record may land in this period
         held = [reservations_table.c.scope == item.budget.scope, reservations_table.c.subject == item.subject,
-                reservations_table.c.created_at >= start, reservations_table.c.expires_at > _naive(now)]
+                reservations_table.c.expires_at > _naive(now)]
         columns += [
             select(func.coalesce(func.sum(spend_table.c.cost_e10), 0)).where(*spent).scalar_subquery(),
             select(func.coalesce(func.sum(spend_table.c.tokens), 0)).where(*spent).scalar_subquery(),

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, func, select, upda
 
 from ..types import Usage, UsageRecord
 from .repository import record_values, records_table
-from .rollups import Rollups, daily_session, daily_user, sessions_table, spend_table
+from .rollups import Rollups, daily_session, daily_user, sessions_table
 from .tables import cost_from_e10, cost_to_e10
 
 c = records_table.c
@@ -42,7 +42,9 @@ class PruneReport:
 
 def prune(engine: Engine, rollups: Rollups, cutoff: dt.datetime, *, dry_run: bool = False) -> PruneReport:
     """Delete records older than `cutoff`. The daily totals per model stay; the per-session and
-    per-user detail of those days goes (so it is anonymised), and sessions lose their old share."""
+    per-user detail of those days goes (so it is anonymised), and sessions lose their old share.
+    The daily spend of budget subjects stays too: a `total` or `month` budget must not reopen
+    because old records went (erasing a user removes theirs)."""
     naive = cutoff.astimezone(dt.UTC).replace(tzinfo=None)
     with engine.begin() as connection:
         old = c.created_at < naive
@@ -53,7 +55,6 @@ def prune(engine: Engine, rollups: Rollups, cutoff: dt.datetime, *, dry_run: boo
         connection.execute(delete(records_table).where(old))
         for table in (daily_session, daily_user):
             connection.execute(delete(table).where(table.c.day < naive.date()))
-        connection.execute(delete(spend_table).where(spend_table.c.day < naive.date(), spend_table.c.scope != "global"))
         connection.execute(delete(sessions_table).where(sessions_table.c.session_id.in_(sessions)))
         rollups.rebuild(connection, [], sessions)
     return PruneReport(records=count, cutoff=cutoff)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from ..types import UsageRecord
 from .repository import Repository
@@ -80,11 +80,14 @@ class RecordWriter:
         if self.database_down:
             try:
                 await asyncio.to_thread(self.repository.ping)
-            except OperationalError:
+            except Exception:  # still unreachable
                 return
             self.database_down = False
             log.warning("the database answers again; storing spooled usage records")
-        await asyncio.to_thread(self._replay_spool)
+        try:
+            await asyncio.to_thread(self._replay_spool)
+        except Exception as exc:  # the batch went back to the spool; the next round tries again
+            log.error("storing spooled usage records failed (%s); they stay in the spool", exc)
 
     async def drain(self) -> None:
         """Wait until everything submitted so far is stored or spooled."""
@@ -95,12 +98,12 @@ class RecordWriter:
         if not self.database_down:
             try:
                 stored = await asyncio.to_thread(self.repository.insert_records, batch)
-            except OperationalError as exc:
-                self.database_down = True
-                log.error("the database is unreachable (%s); spooling usage records until it is back", exc)
-            except Exception:  # the database refuses the data itself: find the record at fault
+            except (IntegrityError, DataError):  # the database refuses the data itself: find the record at fault
                 await asyncio.to_thread(self._store_one_by_one, batch)
                 return
+            except Exception as exc:  # unreachable, read-only, failing over...: keep the records safe on disk
+                self.database_down = True
+                log.error("the database cannot store usage records (%s); spooling them until it can", exc)
             else:
                 self.written += stored
                 return
@@ -123,10 +126,10 @@ class RecordWriter:
         for claimed, records in self.spool.claim():
             try:
                 stored = self.repository.insert_records(records)
-            except OperationalError:
-                self.spool.release(claimed)
+            except BaseException:
+                self.spool.release(claimed)  # back for a later round, whatever went wrong
                 self.database_down = True
-                return
+                raise
             self.spool.done(claimed)
             self.replayed += len(records)
             self.written += stored
