@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,8 +22,12 @@ INLINE_COUNT_BYTES = 16_384
 
 
 def new_request_id() -> str:
-    """A 24-hex-digit id that sorts by creation time (milliseconds, then 48 random bits)."""
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(6).hex()}"
+    """A 24-hex-digit id that sorts by creation time (milliseconds, then 48 random bits).
+
+    The bits come from `random` (reseeded from the OS in every process), not `os.urandom`: ids
+    need to be unique, not secret, and a system call releases the GIL, which the writer thread
+    may then keep for up to a switch interval while this request waits."""
+    return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(48):012x}"
 
 
 @dataclass
