@@ -69,6 +69,13 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A new, migrated PostgreSQL database, dropped afterwards."""
+    with postgres_database() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A new, migrated PostgreSQL database, dropped on leaving; skips the test without one."""
     if not POSTGRES_URL:
         pytest.skip("PostgreSQL tests need TOKENMETER_TEST_POSTGRES_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres)")
     name = f"tokenmeter_test_{uuid.uuid4().hex[:12]}"

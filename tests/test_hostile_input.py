@@ -3,7 +3,9 @@ oversized and malformed requests. Nothing may crash or answer 500."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,7 +15,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from conftest import ADMIN_TOKEN, PRICING, admin_headers, free_port, proxy_client, serve_in_thread
+from conftest import ADMIN_TOKEN, PRICING, admin_headers, free_port, postgres_database, proxy_client, serve_in_thread
 from conftest import _migrate as migrate
 from tokenmeter_proxy.app import create_app
 from tokenmeter_proxy.config import Settings
@@ -24,13 +26,23 @@ from tokenmeter_proxy.usage import StreamReader
 OPERATIONS = [result.ok() for result in schemathesis.openapi.from_dict(admin_openapi()).get_all_operations()]
 
 
-@pytest.fixture(scope="module")
-def admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The admin API on a real server, over a database holding a few records."""
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def admin_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The admin API on a real server, over SQLite and over PostgreSQL (the databases differ in
+    what they refuse: text with NUL, integers past 64 bits, impossible dates)."""
     directory = tmp_path_factory.mktemp("fuzz")
     (directory / "pricing.yaml").write_text(PRICING)
-    url = f"sqlite:///{directory / 'usage.db'}"
-    migrate(url)
+    with contextlib.ExitStack() as stack:
+        if request.param == "postgres":
+            url = stack.enter_context(postgres_database())
+        else:
+            url = f"sqlite:///{directory / 'usage.db'}"
+            migrate(url)
+        yield stack.enter_context(_admin_api(url, directory))
+
+
+@contextlib.contextmanager
+def _admin_api(url: str, directory: Path) -> Iterator[str]:
     # No OPENAI_ADMIN_KEY, and the usage API on a closed local port: a fuzzed sync-openai is
     # refused (400) before anything leaves the machine, never sent to the real API.
     settings = Settings(database_url=url, pricing=directory / "pricing.yaml", admin_token=ADMIN_TOKEN,
