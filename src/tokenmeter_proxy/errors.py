@@ -65,3 +65,9 @@ def openai_error(
 ) -> dict[str, Any]:
     """The error body OpenAI's API returns, which every OpenAI client knows how to raise."""
     return {"error": {"message": message, "type": type, "code": code, "param": param}}
+
+
+def body_too_large(limit: int) -> dict[str, Any]:
+    """The 413 body for a request larger than `limit` bytes."""
+    return openai_error(f"Request body too large: the limit is {limit} bytes.",
+                        type="invalid_request_error", code="request_too_large")

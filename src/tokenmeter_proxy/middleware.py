@@ -17,7 +17,7 @@ from typing import Protocol
 
 from .asgi import UPSTREAM_FAILURE, ASGIApp, Message, Receive, Scope, Send, send_json
 from .budgets import Decision
-from .errors import openai_error
+from .errors import body_too_large, openai_error
 from .metering import CLIENT_CLOSED_REQUEST, Exchange, Meter, new_request_id
 from .pricing import money_text
 from .request_body import UserIds, api_key_id, clean_identity, metered_endpoint, read_request, with_stream_usage
@@ -66,10 +66,8 @@ class TokenMeterMiddleware:
         except _ClientGone:
             return  # the body never arrived whole: nothing is forwarded, nothing was used
         if raw is None:
-            await send_json(send, 413, openai_error(
-                f"Request body too large: the limit is {self.max_body_bytes} bytes.",
-                type="invalid_request_error", code="request_too_large",
-            ), headers=[(REQUEST_ID_HEADER, request_id.encode())])
+            await send_json(send, 413, body_too_large(self.max_body_bytes),
+                            headers=[(REQUEST_ID_HEADER, request_id.encode())])
             return
         facts = read_request(endpoint, raw)
         session, user, authorization = self._identity(scope["headers"])

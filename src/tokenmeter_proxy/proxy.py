@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 
 from .asgi import UPSTREAM_FAILURE, Receive, Scope, Send, send_json
-from .errors import UpstreamError, UpstreamTimeout, openai_error
+from .errors import UpstreamError, UpstreamTimeout, body_too_large, openai_error
 from .upstream import Body, Upstream, error_response, path_below, request_headers, response_headers
 
 log = logging.getLogger(__name__)
@@ -114,10 +114,7 @@ class ForwardingApp:
                 return
 
     async def _too_large(self, send: Send) -> None:
-        await send_json(send, 413, openai_error(
-            f"Request body too large: the limit is {self.max_body_bytes} bytes.",
-            type="invalid_request_error", code="request_too_large",
-        ))
+        await send_json(send, 413, body_too_large(self.max_body_bytes))
 
 
 class _BodyTooLarge(Exception):

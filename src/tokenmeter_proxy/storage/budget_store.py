@@ -25,7 +25,7 @@ from sqlalchemy.sql import ColumnElement
 from ..budgets import Applied, Budget, Decision, Estimate, Standing, period_start
 from .repository import reservations_table
 from .rollups import spend_table
-from .tables import BudgetRow, cost_from_e10, cost_to_e10
+from .tables import BudgetRow, cost_from_e10, cost_to_e10, naive_utc
 
 log = logging.getLogger(__name__)
 budgets_table = BudgetRow.__table__  # type: ignore[attr-defined]
@@ -53,7 +53,7 @@ class BudgetStore:
     def put(self, budget: Budget, *, now: dt.datetime) -> tuple[Budget, bool]:
         """Create or replace the budget for (scope, subject, period); True when created."""
         values = {"max_cost_e10": cost_to_e10(budget.max_cost), "max_tokens": budget.max_tokens,
-                  "warn_at": str(budget.warn_at), "updated_at": _naive(now)}
+                  "warn_at": str(budget.warn_at), "updated_at": naive_utc(now)}
         key = and_(budgets_table.c.scope == budget.scope, budgets_table.c.subject == budget.subject,
                    budgets_table.c.period == budget.period)
         with self._transaction() as connection:
@@ -63,7 +63,7 @@ class BudgetStore:
                 budget_id, created = existing, False
             else:
                 budget_id = connection.execute(insert(budgets_table).values(
-                    scope=budget.scope, subject=budget.subject, period=budget.period, created_at=_naive(now),
+                    scope=budget.scope, subject=budget.subject, period=budget.period, created_at=naive_utc(now),
                     **values)).inserted_primary_key[0]  # type: ignore[index]
                 created = True
             self._announce(connection)
@@ -96,7 +96,7 @@ class BudgetStore:
                 connection.execute(insert(reservations_table), [
                     {"request_id": request_id, "scope": scope, "subject": subject,
                      "cost_e10": cost_to_e10(estimate.cost) or 0, "tokens": estimate.tokens,
-                     "created_at": _naive(now), "expires_at": _naive(expires_at)}
+                     "created_at": naive_utc(now), "expires_at": naive_utc(expires_at)}
                     for scope, subject in subjects
                 ])
         return decision
@@ -107,9 +107,9 @@ class BudgetStore:
         statement, one round trip. `judge` explains the verdict from the same standings, with the
         same integer arithmetic, so the two always agree."""
         parameters = {
-            "request_id": request_id, "now": _naive(now), "expires_at": _naive(expires_at),
+            "request_id": request_id, "now": naive_utc(now), "expires_at": naive_utc(expires_at),
             "scopes": [item.budget.scope for item in applied], "subjects": [item.subject for item in applied],
-            "starts": [_naive(period_start(item.budget.period, now)) for item in applied],
+            "starts": [naive_utc(period_start(item.budget.period, now)) for item in applied],
             "max_cost": [cost_to_e10(item.budget.max_cost) for item in applied],
             "max_tokens": [item.budget.max_tokens for item in applied],
             "cost": cost_to_e10(estimate.cost) or 0, "tokens": estimate.tokens,
@@ -136,7 +136,7 @@ class BudgetStore:
         """Delete reservations whose process died before its record arrived."""
         with self._transaction() as connection:
             return int(connection.execute(
-                delete(reservations_table).where(reservations_table.c.expires_at <= _naive(now))).rowcount)
+                delete(reservations_table).where(reservations_table.c.expires_at <= naive_utc(now))).rowcount)
 
     def listen(self, on_change: Callable[[], None], stop: threading.Event) -> None:
         """Blocking, for a thread of its own: call `on_change` whenever any process changes a
@@ -174,12 +174,12 @@ def _standings(connection: Connection, applied: list[Applied], now: dt.datetime)
     """One SELECT of scalar subqueries, so spend and reservations come from one snapshot."""
     columns: list[ColumnElement[Any]] = []
     for item in applied:
-        start = _naive(period_start(item.budget.period, now))
+        start = naive_utc(period_start(item.budget.period, now))
         spent = [spend_table.c.scope == item.budget.scope, spend_table.c.subject == item.subject,
                  spend_table.c.day >= start.date()]
         # a live reservation holds whatever day it was made: its record may land in this period
         held = [reservations_table.c.scope == item.budget.scope, reservations_table.c.subject == item.subject,
-                reservations_table.c.expires_at > _naive(now)]
+                reservations_table.c.expires_at > naive_utc(now)]
         columns += [
             select(func.coalesce(func.sum(spend_table.c.cost_e10), 0)).where(*spent).scalar_subquery(),
             select(func.coalesce(func.sum(spend_table.c.tokens), 0)).where(*spent).scalar_subquery(),
@@ -199,7 +199,3 @@ def _budget(row: Any) -> Budget:
     return Budget(scope=row["scope"], subject=row["subject"], period=row["period"],
                   max_cost=cost_from_e10(row["max_cost_e10"]), max_tokens=row["max_tokens"],
                   warn_at=Decimal(row["warn_at"]), id=row["id"])
-
-
-def _naive(moment: dt.datetime) -> dt.datetime:
-    return moment.astimezone(dt.UTC).replace(tzinfo=None)

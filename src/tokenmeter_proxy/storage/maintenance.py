@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, func, select, upda
 from ..types import Usage, UsageRecord
 from .repository import record_values, records_table
 from .rollups import Rollups, daily_session, daily_user, sessions_table
-from .tables import cost_from_e10, cost_to_e10
+from .tables import cost_from_e10, cost_to_e10, naive_utc
 
 c = records_table.c
 
@@ -45,7 +45,7 @@ def prune(engine: Engine, rollups: Rollups, cutoff: dt.datetime, *, dry_run: boo
     per-user detail of those days goes (so it is anonymised), and sessions lose their old share.
     The daily spend of budget subjects stays too: a `total` or `month` budget must not reopen
     because old records went (erasing a user removes theirs)."""
-    naive = cutoff.astimezone(dt.UTC).replace(tzinfo=None)
+    naive = naive_utc(cutoff)
     with engine.begin() as connection:
         old = c.created_at < naive
         count = int(connection.execute(select(func.count()).where(old)).scalar_one())
@@ -80,7 +80,7 @@ def reprice(engine: Engine, rollups: Rollups, since: dt.datetime, pricer: Pricer
     """Recompute the cost of every record from `since` with `pricer` (the prices in force now),
     recording `version`; rebuilds the rollups of the days it changed."""
     report = RepriceReport()
-    naive = since.astimezone(dt.UTC).replace(tzinfo=None)
+    naive = naive_utc(since)
     after: tuple[dt.datetime, str] | None = None
     days: set[dt.date] = set()
     sessions: set[str] = set()

@@ -15,7 +15,7 @@ from sqlalchemy.sql import ColumnElement, Select
 
 from ..types import Usage, UsageRecord
 from .rollups import MEASURES, Rollups, daily_model, daily_session, daily_user, record_sums, sessions_table
-from .tables import ReservationRow, UsageRecordRow, cost_from_e10, cost_to_e10
+from .tables import ReservationRow, UsageRecordRow, cost_from_e10, cost_to_e10, naive_utc
 
 records_table = UsageRecordRow.__table__  # type: ignore[attr-defined]
 reservations_table = ReservationRow.__table__  # type: ignore[attr-defined]
@@ -144,9 +144,8 @@ class Repository:
         """Totals per UTC day and model from `filters.since` on: whole days from the rollups, the
         partial first day from the records, so the cost grows with days, not with records."""
         assert filters.since is not None
-        since = _naive(filters.since)
-        first_whole_day = since.date() if since.time() == dt.time() else since.date() + dt.timedelta(days=1)
-        boundary = dt.datetime.combine(first_whole_day, dt.time())
+        since = naive_utc(filters.since)
+        first_whole_day, boundary = _first_whole_day(since)
         partial = Filters(since=since, until=boundary, session_id=filters.session_id, user_id=filters.user_id,
                           model=filters.model)
         day = func.date(c.created_at)
@@ -188,9 +187,8 @@ class Repository:
         a session or user are left out; records without a model count under ""."""
         key_name, rollup = {"session": ("session_id", daily_session), "user": ("user_id", daily_user),
                             "model": ("model", daily_model)}[by]
-        naive = _naive(since)
-        first_whole_day = naive.date() if naive.time() == dt.time() else naive.date() + dt.timedelta(days=1)
-        boundary = dt.datetime.combine(first_whole_day, dt.time())
+        naive = naive_utc(since)
+        first_whole_day, boundary = _first_whole_day(naive)
         key = func.coalesce(c.model, "") if by == "model" else c[key_name]
         partial = (select(key.label("key"), *[sum_.label(name) for sum_, name in zip(record_sums(), MEASURES,
                                                                                         strict=True)])
@@ -233,12 +231,19 @@ class Repository:
 def _records_query(filters: Filters, *, limit: int, after: Cursor | None) -> Select[Any]:
     query = select(records_table).where(*_conditions(filters))
     if after is not None:
-        moment = _naive(after.created_at)
+        moment = naive_utc(after.created_at)
         # `created_at <= moment` first: an index range, where the OR alone made SQLite scan
         # from the newest record on every page (a 1M-record export went quadratic)
         query = query.where(c.created_at <= moment, or_(c.created_at < moment, and_(c.created_at == moment,
                                                                                      c.id < after.id)))
     return query.order_by(c.created_at.desc(), c.id.desc()).limit(limit)
+
+
+def _first_whole_day(since: dt.datetime) -> tuple[dt.date, dt.datetime]:
+    """The first UTC day that starts at or after `since` (naive UTC), and its midnight: the rollups
+    answer from there on, the records before it."""
+    day = since.date() if since.time() == dt.time() else since.date() + dt.timedelta(days=1)
+    return day, dt.datetime.combine(day, dt.time())
 
 
 def _rollup_query(filters: Filters, first_day: dt.date) -> Select[Any]:
@@ -271,9 +276,9 @@ def _date(value: dt.date | str) -> dt.date:
 def _conditions(filters: Filters) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if filters.since is not None:
-        conditions.append(c.created_at >= _naive(filters.since))
+        conditions.append(c.created_at >= naive_utc(filters.since))
     if filters.until is not None:
-        conditions.append(c.created_at < _naive(filters.until))
+        conditions.append(c.created_at < naive_utc(filters.until))
     for column, value in ((c.session_id, filters.session_id), (c.user_id, filters.user_id), (c.model, filters.model)):
         if value is not None:
             conditions.append(column == value)
@@ -284,7 +289,7 @@ def record_values(record: UsageRecord) -> dict[str, Any]:
     """A record as the values of its row."""
     usage = record.usage
     return {
-        "id": record.id, "created_at": _naive(record.created_at), "session_id": record.session_id,
+        "id": record.id, "created_at": naive_utc(record.created_at), "session_id": record.session_id,
         "user_id": record.user_id, "api_key_id": record.api_key_id, "endpoint": record.endpoint,
         "model": record.model, "input_tokens": usage.input_tokens,
         "cached_input_tokens": usage.cached_input_tokens, "cache_write_tokens": usage.cache_write_tokens,
@@ -308,11 +313,6 @@ def _record(row: Any) -> UsageRecord:
         usage_source=row["usage_source"], status_code=row["status_code"], streamed=bool(row["streamed"]),
         latency_ms=row["latency_ms"], price_source=row["price_source"],
     )
-
-
-def _naive(moment: dt.datetime) -> dt.datetime:
-    """Stored times are naive UTC."""
-    return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def _utc(moment: dt.datetime | str) -> dt.datetime:

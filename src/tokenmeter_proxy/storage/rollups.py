@@ -25,6 +25,7 @@ from .tables import (
     SpendDailyRow,
     UsageRecordRow,
     cost_to_e10,
+    naive_utc,
 )
 
 records = UsageRecordRow.__table__  # type: ignore[attr-defined]
@@ -87,7 +88,7 @@ class Rollups:
         per_session: dict[str, dict[str, Any]] = {}
         for record in batch:
             if record.session_id:
-                moment = _naive(record.created_at)
+                moment = naive_utc(record.created_at)
                 row = per_session.setdefault(record.session_id, {
                     "session_id": record.session_id, "first_seen": moment, "last_seen": moment,
                     **dict.fromkeys(MEASURES, 0)})
@@ -139,7 +140,7 @@ def _spend(records: Sequence[UsageRecord]) -> list[dict[str, Any]]:
     to the same rows lock them in the same order and never deadlock)."""
     spend: dict[tuple[dt.date, str, str], list[int]] = {}
     for record in records:
-        day = _naive(record.created_at).date()
+        day = naive_utc(record.created_at).date()
         cost, tokens = cost_to_e10(record.cost) or 0, record.usage.total_tokens
         for scope, subject in (("session", record.session_id), ("user", record.user_id),
                                ("key", record.api_key_id), ("global", "*")):
@@ -159,7 +160,7 @@ def _adding(upsert: Any, keys: tuple[str, ...]) -> Any:
 def _sum_by(batch: Sequence[UsageRecord], rollup: _Rollup) -> list[dict[str, Any]]:
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
     for record in batch:
-        key = rollup.key_of(record, _naive(record.created_at).date())
+        key = rollup.key_of(record, naive_utc(record.created_at).date())
         if key is None:
             continue
         row = rows.get(key)
@@ -189,7 +190,3 @@ def record_sums() -> list[Any]:
         func.coalesce(func.sum(case((records.c.cost_e10.is_(None), 1), else_=0)), 0),
         func.coalesce(func.sum(case((records.c.usage_source == "estimated", 1), else_=0)), 0),
     ]
-
-
-def _naive(moment: dt.datetime) -> dt.datetime:
-    return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo else moment

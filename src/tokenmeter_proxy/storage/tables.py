@@ -49,6 +49,11 @@ class UsageRecordRow(SQLModel, table=True):
     price_source: str | None = Field(default=None, max_length=16)
 
 
+def naive_utc(moment: dt.datetime) -> dt.datetime:
+    """A moment as stored: naive UTC (a naive moment is taken to be UTC already)."""
+    return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
 def cost_to_e10(cost: Decimal | None) -> int | None:
     """A cost as the stored integer (rounded half-even to 10^-10)."""
     return None if cost is None else int((cost * COST_SCALE).to_integral_value())
