@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from run import HERE, PROXY, PYTHON, ROOT, free_port, start, stop, wait_port, wrk
+from run import HERE, PYTHON, Target, free_port, start, stop, wait_port, wrk
 
 LAYERS = [  # first match wins, checked against each frame from the leaf up
     ("tiktoken (token counting)", ("tiktoken",)),
@@ -67,37 +67,37 @@ def _layer(frames: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenario", choices=["nonstream", "stream"], default="nonstream")
+    parser.add_argument("--target", default="tokenmeter",
+                        choices=["tokenmeter", "tokenmeter_pg", "tokenmeter_budget", "tokenmeter_pg_budget"])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
+    args.workers, args.proxy_cores = 1, "0"
     workdir = Path(tempfile.mkdtemp(prefix="tokenmeter-profile-"))
     log = open(workdir / "processes.log", "ab")  # noqa: SIM115 (closed below)
-    upstream_port, port = free_port(), free_port()
-    database = f"sqlite:///{workdir / 'profile.db'}"
-    subprocess.run([PROXY, "migrate", "--database-url", database], check=True, stdout=log)
+    upstream_port = free_port()
     upstream = start([PYTHON, str(HERE / "upstream.py"), "--port", str(upstream_port)], "1", log)
-    proxy = start([PROXY, "serve", "--port", str(port), "--upstream", f"http://127.0.0.1:{upstream_port}/v1",
-                   "--database-url", database, "--pricing", str(ROOT / "config" / "pricing.yaml")], "0", log)
     raw = workdir / "profile.txt"
     try:
         wait_port(upstream_port, upstream)
-        wait_port(port, proxy)
-        url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        wrk(url, args.concurrency, 2, "1", [])
-        spy = subprocess.Popen(["py-spy", "record", "-p", str(proxy.pid), "-r", "250", "-d", str(args.seconds),
-                                "-f", "raw", "-o", str(raw), "--threads", "--nonblocking"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if args.scenario == "nonstream":
-            wrk(url, args.concurrency, args.seconds, "1", [])
-        else:
-            subprocess.run(["taskset", "-c", "1", PYTHON, str(HERE / "streamload.py"), "--url", url,
-                            "--streams", "256", "--duration", str(args.seconds)], capture_output=True)
-        spy.wait(args.seconds + 30)
+        with Target(args.target, args, f"http://127.0.0.1:{upstream_port}/v1", workdir, log) as target:
+            assert target.process is not None
+            url = f"{target.url}/v1/chat/completions"
+            wrk(url, args.concurrency, 2, "1", [])
+            spy = subprocess.Popen([str(Path(PYTHON).with_name("py-spy")), "record", "-p", str(target.process.pid),
+                                    "-r", "250", "-d", str(args.seconds), "-f", "raw", "-o", str(raw), "--threads",
+                                    "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if args.scenario == "nonstream":
+                wrk(url, args.concurrency, args.seconds, "1", [])
+            else:
+                subprocess.run(["taskset", "-c", "1", PYTHON, str(HERE / "streamload.py"), "--url", url,
+                                "--streams", "256", "--duration", str(args.seconds)], capture_output=True)
+            spy.wait(args.seconds + 30)
     finally:
-        stop(proxy)
         stop(upstream)
         log.close()
-    print(f"## Profile: {args.scenario}, {args.seconds} s, py-spy at 250 Hz, all threads\n")
+    print(f"## Profile: {args.target}, {args.scenario}" + (f" c={args.concurrency}" if args.scenario == "nonstream"
+          else " x256") + f", {args.seconds} s, py-spy at 250 Hz, all threads\n")
     print(summarise(raw))
 
 
