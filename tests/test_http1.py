@@ -16,7 +16,8 @@ import trustme
 
 from conftest import free_port, serve_in_thread
 from tokenmeter_proxy.errors import UpstreamError, UpstreamTimeout
-from tokenmeter_proxy.http1 import PAUSE_ABOVE, Http1Response, Http1Upstream
+from tokenmeter_proxy.http1 import Http1Upstream
+from tokenmeter_proxy.http1_connection import PAUSE_ABOVE, Http1Response
 
 pytestmark = pytest.mark.anyio
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
