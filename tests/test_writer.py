@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from sqlalchemy.exc import InternalError, OperationalError
+from sqlalchemy.exc import IntegrityError, InternalError, OperationalError
 
 from test_storage import record
 from tokenmeter_proxy.storage.engine import engine_from_url
@@ -86,6 +86,25 @@ async def test_another_processs_spooled_batches_are_replayed_too(repository: Fla
     writer = RecordWriter(repository, Spool(tmp_path / "spool"))
     await writer.replay_once()
     assert repository.totals(Filters()).requests == 1
+
+
+async def test_a_spooled_record_the_database_refuses_as_data_does_not_hold_up_the_rest(
+        repository: FlakyRepository, tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.put([record(n) for n in range(5)])
+    refused = record(3).id
+    original = repository.insert_records
+
+    def refusing(records: Sequence[UsageRecord]) -> int:
+        if any(item.id == refused for item in records):
+            raise IntegrityError("INSERT", {}, Exception("value too long for type character varying(32)"))
+        return original(records)
+
+    repository.insert_records = refusing  # type: ignore[method-assign]
+    writer = RecordWriter(repository, spool)
+    await writer.replay_once()
+    assert repository.totals(Filters()).requests == 4 and spool.pending_files() == 0
+    assert not writer.database_down and writer.written == 4
 
 
 async def _run_until_drained(writer: RecordWriter) -> None:

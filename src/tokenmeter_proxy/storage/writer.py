@@ -97,17 +97,19 @@ class RecordWriter:
     async def _store(self, batch: list[UsageRecord]) -> None:
         if not self.database_down:
             try:
-                stored = await asyncio.to_thread(self.repository.insert_records, batch)
-            except (IntegrityError, DataError):  # the database refuses the data itself: find the record at fault
-                await asyncio.to_thread(self._store_one_by_one, batch)
+                self.written += await asyncio.to_thread(self._insert, batch)
                 return
             except Exception as exc:  # unreachable, read-only, failing over...: keep the records safe on disk
                 self.database_down = True
                 log.error("the database cannot store usage records (%s); spooling them until it can", exc)
-            else:
-                self.written += stored
-                return
         await self._spool(batch)
+
+    def _insert(self, batch: list[UsageRecord]) -> int:
+        """Store a batch; returns how many records were new."""
+        try:
+            return self.repository.insert_records(batch)
+        except (IntegrityError, DataError):  # the database refuses the data itself: find the record at fault
+            return self._store_one_by_one(batch)
 
     async def _spool(self, batch: list[UsageRecord]) -> None:
         delay = 0.1
@@ -125,7 +127,7 @@ class RecordWriter:
     def _replay_spool(self) -> None:
         for claimed, records in self.spool.claim():
             try:
-                stored = self.repository.insert_records(records)
+                stored = self._insert(records)
             except BaseException:
                 self.spool.release(claimed)  # back for a later round, whatever went wrong
                 self.database_down = True
@@ -134,10 +136,13 @@ class RecordWriter:
             self.replayed += len(records)
             self.written += stored
 
-    def _store_one_by_one(self, batch: list[UsageRecord]) -> None:
-        """A batch the database refuses as data: store what it accepts, log what it does not."""
+    def _store_one_by_one(self, batch: list[UsageRecord]) -> int:
+        """A batch the database refuses as data: store what it accepts, log what it does not;
+        returns how many it stored."""
+        stored = 0
         for record in batch:
             try:
-                self.written += self.repository.insert_records([record])
-            except Exception as exc:
+                stored += self.repository.insert_records([record])
+            except (IntegrityError, DataError) as exc:
                 log.error("usage record %s refused by the database and dropped: %s", record.id, exc)
+        return stored
