@@ -1,10 +1,13 @@
-"""Profile the proxy under load with py-spy and print where the time goes, by function and by
-layer (uvicorn, our middleware, the upstream client, metering, storage...).
+"""Profile the proxy under load with py-spy and print where its CPU goes per request, by layer
+(uvicorn, our middleware, the upstream client, metering, storage...) and by function.
 
-    .venv/bin/python bench/profile.py --scenario nonstream --seconds 10 > bench/profile-nonstream.md
+    .venv/bin/python bench/profile.py --scenario nonstream --seconds 15
+    .venv/bin/python bench/profile.py --target tokenmeter_pg_budget --concurrency 1
 
-Runs the fake upstream and the proxy (SQLite) like bench/run.py, samples the proxy at 250 Hz
-while wrk (or the stream load) runs, and summarises the samples.
+Runs the fake upstream and a proxy target like bench/run.py, samples the thread holding the GIL
+at 250 Hz (py-spy --gil: idle waits are not samples) while wrk or the stream load runs, and
+spreads the process's measured CPU per request over the samples. Work done without the GIL
+(system calls, SQLite's C code) is spread in proportion, so read the microseconds as a guide.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from run import HERE, PYTHON, Target, free_port, start, stop, wait_port, wrk
+from run import HERE, PYTHON, Target, free_port, start, stop, streamload, wait_port, wrk
 
 LAYERS = [  # first match wins, checked against each frame from the leaf up
     ("tiktoken (token counting)", ("tiktoken",)),
@@ -35,8 +38,9 @@ LAYERS = [  # first match wins, checked against each frame from the leaf up
 ]
 
 
-def summarise(raw: Path) -> str:
-    """Collapsed stacks (py-spy --format raw) to two tables: by layer and by leaf function."""
+def summarise(raw: Path, cpu_per_request: float) -> str:
+    """Collapsed stacks (py-spy --format raw) to two tables: by layer and by leaf function, each
+    with its share of the samples and of the CPU per request (µs)."""
     layers: collections.Counter[str] = collections.Counter()
     leaves: collections.Counter[str] = collections.Counter()
     total = 0
@@ -49,10 +53,12 @@ def summarise(raw: Path) -> str:
         frames = stack.split(";")
         leaves[frames[-1]] += count
         layers[_layer(frames)] += count
-    lines = ["| layer | share of samples |", "|---|---|"]
-    lines += [f"| {name} | {count / total:.1%} |" for name, count in layers.most_common()]
-    lines += ["", "| leaf function (self time) | share |", "|---|---|"]
-    lines += [f"| `{name}` | {count / total:.1%} |" for name, count in leaves.most_common(25)]
+    lines = ["| layer | share of samples | µs per request |", "|---|---|---|"]
+    lines += [f"| {name} | {count / total:.1%} | {cpu_per_request * count / total:.0f} |"
+              for name, count in layers.most_common()]
+    lines += ["", "| leaf function (self time) | share | µs per request |", "|---|---|---|"]
+    lines += [f"| `{name}` | {count / total:.1%} | {cpu_per_request * count / total:.0f} |"
+              for name, count in leaves.most_common(25)]
     return "\n".join(lines)
 
 
@@ -86,19 +92,22 @@ def main() -> None:
             wrk(url, args.concurrency, 2, "1", [])
             spy = subprocess.Popen([str(Path(PYTHON).with_name("py-spy")), "record", "-p", str(target.process.pid),
                                     "-r", "250", "-d", str(args.seconds), "-f", "raw", "-o", str(raw), "--threads",
-                                    "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                    "--gil", "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            before = target.cpu()
             if args.scenario == "nonstream":
-                wrk(url, args.concurrency, args.seconds, "1", [])
+                done = wrk(url, args.concurrency, args.seconds, "1", [])["requests"]
             else:
-                subprocess.run(["taskset", "-c", "1", PYTHON, str(HERE / "streamload.py"), "--url", url,
-                                "--streams", "256", "--duration", str(args.seconds)], capture_output=True)
+                done = streamload(url, 256, args.seconds, "1", [])["streams"]
+            cpu_per_request = (target.cpu() - before) / max(done, 1) * 1e6
             spy.wait(args.seconds + 30)
     finally:
         stop(upstream)
         log.close()
+    unit = "request" if args.scenario == "nonstream" else "stream of 20 chunks"
     print(f"## Profile: {args.target}, {args.scenario}" + (f" c={args.concurrency}" if args.scenario == "nonstream"
-          else " x256") + f", {args.seconds} s, py-spy at 250 Hz, all threads\n")
-    print(summarise(raw))
+          else " x256") + f", {args.seconds} s, py-spy --gil at 250 Hz\n")
+    print(f"CPU of the proxy process: {cpu_per_request:.0f} µs per {unit}.\n")
+    print(summarise(raw, cpu_per_request))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 pass-through proxies, in one run, and print ratios (absolute figures drift on shared machines;
 ratios taken in one run do not).
 
-    make bench                                   # everything below, ~6 minutes
+    make bench                                   # everything below, ~8 minutes
     .venv/bin/python bench/run.py --only direct,tokenmeter --scenarios nonstream --duration 5
 
 Targets: direct, naive_httpx, naive_aiohttp (bench/baselines.py), tokenmeter (SQLite),
