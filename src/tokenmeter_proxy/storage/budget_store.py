@@ -103,7 +103,7 @@ class BudgetStore:
 
     def _reserve_postgres(self, request_id: str, applied: list[Applied], estimate: Estimate, *, now: dt.datetime,
                           expires_at: dt.datetime, judge: Callable[[list[Standing]], Decision]) -> Decision:
-        """One call of `tokenmeter_reserve` (migration 0004): locks, reads and reserves in one
+        """One call of `tokenmeter_reserve` (migrations 0004, 0009): locks, reads and reserves in one
         statement, one round trip. `judge` explains the verdict from the same standings, with the
         same integer arithmetic, so the two always agree."""
         parameters = {
