@@ -9,6 +9,11 @@ from sqlalchemy.engine import make_url
 
 from ..errors import ConfigError
 
+# Batches of records are inserted with one multi-row statement per batch size, each compiled
+# statement hundreds of KB: sqlite3's default cache of 128 per connection grew the proxy by
+# ~85 MB over 400,000 requests; 16 keeps it flat (+8 MB) at no measurable cost.
+SQLITE_CACHED_STATEMENTS = 16
+
 
 def engine_from_url(url: str) -> Engine:
     """`sqlite:///path.db` or `postgresql+psycopg://user@host:port/db`.
@@ -18,7 +23,8 @@ def engine_from_url(url: str) -> Engine:
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False,
+                                                     "cached_statements": SQLITE_CACHED_STATEMENTS})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if parsed.get_backend_name() == "postgresql":
