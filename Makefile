@@ -20,9 +20,11 @@ lint: $(VENV)/.dev
 	$(BIN)/mypy
 
 # make bench: direct vs naive pass-throughs vs tokenmeter (SQLite, PostgreSQL, with a budget), as ratios
+# (BENCH_ARGS="--only tokenmeter_pg_x2 --scenarios mixed": two replicas behind nginx)
 bench: $(VENV)/.dev
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
+	command -v nginx >/dev/null || apt-get install -y -q nginx >/dev/null || (apt-get update -q && apt-get install -y -q nginx)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 install: $(VENV)/.installed

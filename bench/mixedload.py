@@ -1,7 +1,8 @@
 """Mixed load against a running proxy: N requests at a concurrency, streaming and not, a share
 of them answered by the upstream with an error. Prints one JSON line: how many came back as
 expected, how many failed because of the proxy (any other status, or a broken connection),
-and how many records the proxy stored for the run (from its admin API).
+how many records the proxy stored for the run (from its admin API), and by how many tokens its
+totals differ from what the upstream reported.
 
     python bench/mixedload.py --url http://127.0.0.1:8080 --admin-token bench --requests 20000
 """
@@ -20,6 +21,7 @@ import httptools
 
 BODY = json.dumps({"model": "gpt-4o-mini", "max_tokens": 64,
                    "messages": [{"role": "user", "content": "Summarise the quarterly figures. " * 10}]}).encode()
+PROMPT_TOKENS, COMPLETION_TOKENS = 42, 17  # what the fake upstream reports for each answered request
 STREAM_BODY = json.dumps({"model": "gpt-4o-mini", "stream": True, "max_tokens": 64,
                           "messages": [{"role": "user", "content": "Tell me a short story."}]}).encode()
 
@@ -43,7 +45,9 @@ async def worker(host: str, port: int, plan: list[tuple[bool, bool]], session: s
             extra += b"x-bench-status: 500\r\n"
         request = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\n"
                    f"content-type: application/json\r\nauthorization: Bearer sk-bench\r\n"
-                   f"x-session-id: {session}\r\ncontent-length: {len(body)}\r\n").encode() + extra + b"\r\n" + body
+                   f"x-session-id: {session}\r\ncontent-length: {len(body)}\r\n"
+                   f"x-bench-prompt-tokens: {PROMPT_TOKENS}\r\nx-bench-completion-tokens: {COMPLETION_TOKENS}\r\n"
+                   ).encode() + extra + b"\r\n" + body
         try:
             if writer is None:
                 reader, writer = await asyncio.open_connection(host, port)
@@ -80,14 +84,16 @@ async def run(url: str, requests: int, concurrency: int, stream_share: float, er
     return tally
 
 
-def records_of(url: str, token: str, session: str) -> int:
+def totals_of(url: str, token: str, session: str) -> dict[str, int]:
+    """The session's totals as the proxy stored them (requests, input and output tokens)."""
     request = urllib.request.Request(f"{url}/api/usage/sessions/{session}?limit=1",
                                      headers={"authorization": f"Bearer {token}"})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return int(json.loads(response.read())["totals"]["requests"])
+            totals = json.loads(response.read())["totals"]
     except urllib.error.HTTPError:
-        return 0
+        return {"requests": 0, "input_tokens": 0, "output_tokens": 0}
+    return {name: int(totals[name]) for name in ("requests", "input_tokens", "output_tokens")}
 
 
 def main() -> None:
@@ -104,12 +110,16 @@ def main() -> None:
     tally = asyncio.run(run(args.url, args.requests, args.concurrency, args.stream_share, args.error_share, session))
     seconds = time.time() - started
     deadline = time.time() + 10  # records are stored just after their responses
-    stored = records_of(args.url, args.admin_token, session)
-    while stored < args.requests and time.time() < deadline:
+    totals = totals_of(args.url, args.admin_token, session)
+    while totals["requests"] < args.requests and time.time() < deadline:
         time.sleep(0.2)
-        stored = records_of(args.url, args.admin_token, session)
-    print(json.dumps({**tally, "requests": args.requests, "records": stored,
-                      "records_lost": args.requests - stored, "seconds": round(seconds, 1)}))
+        totals = totals_of(args.url, args.admin_token, session)
+    answered = args.requests - tally["upstream_errors_injected"]  # an upstream error bills nothing
+    tokens_off = (abs(totals["input_tokens"] - answered * PROMPT_TOKENS)
+                  + abs(totals["output_tokens"] - answered * COMPLETION_TOKENS))
+    print(json.dumps({**tally, "requests": args.requests, "records": totals["requests"],
+                      "records_lost": args.requests - totals["requests"], "tokens_off": tokens_off,
+                      "seconds": round(seconds, 1)}))
 
 
 if __name__ == "__main__":

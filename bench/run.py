@@ -7,7 +7,8 @@ ratios taken in one run do not).
 
 Targets: direct, naive_httpx, naive_aiohttp (bench/baselines.py), tokenmeter (SQLite),
 tokenmeter_pg (PostgreSQL), and tokenmeter_budget / tokenmeter_pg_budget, where a default
-budget applies to every request (each is estimated with tiktoken and reserved first).
+budget applies to every request (each is estimated with tiktoken and reserved first);
+tokenmeter_pg_x2 is two proxies sharing one PostgreSQL behind nginx (deploy/nginx.conf).
 Each proxy runs pinned to --proxy-cores; the fake upstream and the load generators share the
 other cores. CPU per request is the utime+stime of the proxy's whole process tree (threads and
 workers included) over the measurement, divided by completed requests.
@@ -169,6 +170,7 @@ class Target:
     def __init__(self, name: str, args: argparse.Namespace, upstream: str, workdir: Path, log: Any) -> None:
         self.name, self.args, self.upstream, self.log = name, args, upstream, log
         self.process: subprocess.Popen[bytes] | None = None
+        self.replicas: list[subprocess.Popen[bytes]] = []  # *_x2: the second proxy and the balancer
         self.headers: list[str] = []
         self.database: str | None = None
         self.port = free_port()
@@ -189,18 +191,48 @@ class Target:
             self.database = self._database()
             subprocess.run([PROXY, "migrate", "--database-url", self.database], check=True, stdout=self.log,
                            stderr=subprocess.STDOUT)
-            command = [PROXY, "serve", "--port", str(self.port), "--upstream", self.upstream, "--database-url",
-                       self.database, "--pricing", str(ROOT / "config" / "pricing.yaml"), "--admin-token", "bench",
-                       "--workers", str(self.args.workers)]
             if self.name.endswith("_budget"):
                 # every request then reserves against one budget (and is estimated with tiktoken first)
                 environ["TOKENMETER_DEFAULT_BUDGETS"] = '[{"scope": "session", "period": "day", "max_cost": 1000000}]'
+            if self.name.endswith("_x2"):
+                self._replicas(environ)
+                return self
+            command = self._serve(self.port)
         self.process = start(command, self.args.proxy_cores, self.log, env=environ)
         wait_port(self.port, self.process)
         return self
 
+    def _serve(self, port: int) -> list[str]:
+        assert self.database is not None
+        return [PROXY, "serve", "--port", str(port), "--upstream", self.upstream, "--database-url", self.database,
+                "--pricing", str(ROOT / "config" / "pricing.yaml"), "--admin-token", "bench",
+                "--workers", str(self.args.workers)]
+
+    def _replicas(self, environ: dict[str, str]) -> None:
+        """Two proxies sharing one database behind nginx, configured as deploy/nginx.conf (round
+        robin); `process` is the first proxy, `replicas` the second and nginx."""
+        if not shutil.which("nginx"):
+            sys.exit("the *_x2 targets need nginx: apt-get install -y nginx")
+        ports = [free_port(), free_port()]
+        proxies = [start(self._serve(port), self.args.proxy_cores, self.log, env=environ) for port in ports]
+        config = (ROOT / "deploy" / "nginx.conf").read_text()
+        config = config.replace("server proxy-1:8080;", f"server 127.0.0.1:{ports[0]};")
+        config = config.replace("server proxy-2:8080;", f"server 127.0.0.1:{ports[1]};")
+        config = config.replace("listen 8080;", f"listen 127.0.0.1:{self.port};")
+        nginx = self.workdir / f"nginx-{self.port}"
+        nginx.mkdir()
+        (nginx / "nginx.conf").write_text(f"daemon off;\npid {nginx}/nginx.pid;\nerror_log {nginx}/error.log;\n"
+                                          + config.replace("http {", f"http {{\n  access_log off;\n"
+                                                           f"  client_body_temp_path {nginx};", 1))
+        balancer = start(["nginx", "-p", str(nginx), "-c", str(nginx / "nginx.conf")], self.args.proxy_cores,
+                         self.log)
+        self.process, self.replicas = proxies[0], [proxies[1], balancer]
+        for port, process in zip([*ports, self.port], [*proxies, balancer], strict=True):
+            wait_port(port, process)
+
     def __exit__(self, *_: object) -> None:
-        stop(self.process)
+        for process in [self.process, *self.replicas]:
+            stop(process)
         if self.database and self.database.startswith("postgresql"):
             _drop_postgres(self.database)
 
@@ -212,7 +244,7 @@ class Target:
         return POSTGRES.rsplit("/", 1)[0] + "/" + name
 
     def cpu(self) -> float:
-        return cpu_seconds(self.process.pid) if self.process else 0.0
+        return sum(cpu_seconds(process.pid) for process in [self.process, *self.replicas] if process is not None)
 
 
 def _psql(sql: str) -> None:
@@ -300,6 +332,7 @@ def _mixed(target: Target, args: argparse.Namespace, load_cores: str) -> dict[st
     row = {"target": target.name, "scenario": f"mixed {args.mixed_requests:,} req", **result,
            "rss_warm_mb": before, "rss_end_mb": rss_mb(target.process.pid)}
     print(f"  {target.name:22} mixed: {result['proxy_errors']} proxy errors, {result['records_lost']} records lost, "
+          f"{result['tokens_off']} tokens off what the upstream reported, "
           f"RSS {before} -> {row['rss_end_mb']} MB", file=sys.stderr, flush=True)
     return row
 
