@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from fake_upstream import FakeUpstream
-from tokenmeter_proxy import tokens
+from tokenmeter_proxy import vocabularies
 from tokenmeter_proxy.app import TokenMeterApp, create_app
 from tokenmeter_proxy.config import Settings
 from tokenmeter_proxy.storage.engine import engine_from_url
@@ -49,7 +49,7 @@ POSTGRES_URL = os.environ.get("TOKENMETER_TEST_POSTGRES_URL")
 @pytest.fixture(scope="session", autouse=True)
 def offline_encodings() -> None:
     """tiktoken's encodings, from the files bpe-openai ships (no download)."""
-    tokens.prime_offline_cache(Settings().tiktoken_cache_dir)
+    vocabularies.prime_offline_cache(Settings().tiktoken_cache_dir)
 
 
 @pytest.fixture

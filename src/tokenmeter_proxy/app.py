@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route, Router
 
-from . import tokens
+from . import tokens, vocabularies
 from .access import FailureLimiter
 from .api import AdminAPI
 from .asgi import Receive, Scope, Send
@@ -80,7 +80,7 @@ def create_app(
     """The proxy for `settings`. `transport` replaces the upstream transport (tests fake the
     upstream with it); `clock` replaces the real one. Raises `ConfigError` or `PricingError`
     before anything starts when the configuration cannot work."""
-    tokens.prime_offline_cache(settings.tiktoken_cache_dir)
+    vocabularies.prime_offline_cache(settings.tiktoken_cache_dir)
     prices = PriceBook.open(settings.pricing_path)
     engine = engine_from_url(settings.database_url)
     if check_schema:

@@ -8,41 +8,23 @@ estimates: OpenAI may change its framing, and nested tool parameters, audio and 
 counted. Every counter takes a parsed JSON body as the client sent it and never raises on a
 malformed one; it counts what it can recognise.
 
-tiktoken downloads its vocabularies on first use, and a proxy may have no internet. Call
-`prime_offline_cache` once at startup: it copies the vocabularies the bpe-openai package ships to
-where tiktoken looks for an earlier download, after which `tiktoken.get_encoding` works offline.
+tiktoken downloads its vocabularies on first use, and a proxy may have no internet:
+`vocabularies.prime_offline_cache` at startup makes `tiktoken.get_encoding` work offline.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gzip
-import hashlib
-import importlib.util
 import json
-import os
-import tempfile
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 import tiktoken
 
-from .errors import ConfigError
 from .types import Endpoint
 
 O200K_BASE: Final = "o200k_base"
 CL100K_BASE: Final = "cl100k_base"
-
-# Where tiktoken downloads each vocabulary from (its cache key is the SHA-1 of this URL) and the
-# SHA-256 it checks the bytes against (tiktoken_ext/openai_public.py).
-_DOWNLOAD_URL: Final = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
-_SHIPPED: Final = (
-    (O200K_BASE, "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"),
-    (CL100K_BASE, "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"),
-)
 
 # Checked first because "gpt-4o", "gpt-4.1" and "gpt-4.5" also start with "gpt-4".
 _O200K_PREFIXES: Final = ("gpt-4o", "chatgpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4")
@@ -85,33 +67,9 @@ _O200K_TOOL_COSTS: Final = _ToolCosts(func_init=7)
 _CL100K_TOOL_COSTS: Final = _ToolCosts(func_init=10)
 
 
-def prime_offline_cache(cache_dir: Path) -> None:
-    """Put the vocabularies bpe-openai ships where tiktoken looks for a previous download.
-
-    `cache_dir` must be the directory tiktoken will use: $TIKTOKEN_CACHE_DIR, else
-    $DATA_GYM_CACHE_DIR, else `<tempdir>/data-gym-cache`. A file already there with the right
-    SHA-256 is kept; a missing or damaged one is written to a temporary file and renamed into
-    place, so processes priming at once, or tiktoken reading meanwhile, never see half a file.
-    Raises `ConfigError` when the directory is not writable or bpe-openai's data is missing.
-    """
-    for name, sha256 in _SHIPPED:
-        target = cache_dir / _cache_key(name)
-        if _holds(target, sha256):
-            continue
-        data = _shipped_vocabulary(name, sha256)
-        try:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            _write_atomically(target, data)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot write tiktoken's cache in {cache_dir} ({exc.strerror or exc}); "
-                "point TIKTOKEN_CACHE_DIR at a writable directory"
-            ) from exc
-
-
 def warm_up() -> None:
     """Load both vocabularies now (about a second), rather than while counting the first request."""
-    for name, _ in _SHIPPED:
+    for name in (O200K_BASE, CL100K_BASE):
         tiktoken.get_encoding(name)
 
 
@@ -382,49 +340,3 @@ def _type_text(kind: object) -> str:
         # A union such as ["string", "null"], which the model sees as "string | null".
         return " | ".join(item for item in kind if isinstance(item, str))
     return _text(kind)
-
-
-def _cache_key(encoding_name: str) -> str:
-    url = _DOWNLOAD_URL.format(encoding_name)
-    return hashlib.sha1(url.encode(), usedforsecurity=False).hexdigest()
-
-
-def _holds(path: Path, sha256: str) -> bool:
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return False
-    return hashlib.sha256(data).hexdigest() == sha256
-
-
-def _shipped_vocabulary(name: str, sha256: str) -> bytes:
-    # find_spec locates the package without importing it: importing bpe_openai builds its own
-    # tokenizers, which takes over half a second we do not need.
-    spec = importlib.util.find_spec("bpe_openai")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        path = Path(location) / "data" / f"{name}.tiktoken.gz"
-        try:
-            data = gzip.decompress(path.read_bytes())
-        except (OSError, EOFError, zlib.error):
-            continue
-        if hashlib.sha256(data).hexdigest() == sha256:
-            return data
-    raise ConfigError(
-        f"the {name} vocabulary shipped with bpe-openai is missing or not the one tiktoken expects; "
-        "reinstall it with `pip install --force-reinstall bpe-openai`"
-    )
-
-
-def _write_atomically(target: Path, data: bytes) -> None:
-    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        # mkstemp makes the file private; tiktoken in other users' processes must read it too.
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
