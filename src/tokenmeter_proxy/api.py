@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from cachetools import TTLCache
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -28,7 +27,7 @@ from .request_body import UserIds, clean_identity, clean_model
 from .storage.maintenance import erase_user
 from .storage.repository import Cursor, Filters, Repository
 from .types import Clock, Usage, UsageRecord
-from .web import JSONResponse, checked_text, int_param, text_param, time_param
+from .web import JSONResponse, checked_text, int_param, json_object, text_param, time_param
 
 CACHE_SECONDS = 0.5  # below the contract's 1 s, for records other workers or replicas store
 MAX_REPORTED_TOKENS = 10**11  # a count whose cost still fits the database's integers
@@ -109,7 +108,8 @@ class AdminAPI:
 
     async def log(self, request: Request) -> Response:
         """Record usage that did not pass through the proxy (`usage_source: "reported"`)."""
-        record = self._reported(_json_object(await request.body()))
+        record = self._reported(json_object(await request.body(),
+                                                " with session_id, model, input_tokens and output_tokens"))
         await run_in_threadpool(self.repository.insert_records, [record])
         self.cache.clear()
         return JSONResponse(reports.record_json(record), status_code=201)
@@ -145,7 +145,8 @@ class AdminAPI:
             page = await run_in_threadpool(self.repository.records, filters, limit=EXPORT_PAGE, after=after)
             if not page:
                 return
-            yield _csv_rows([[_csv_value(reports.record_json(record)[name]) for name in columns] for record in page])
+            fields = [reports.record_json(record) for record in page]
+            yield _csv_rows([[_csv_value(values[name]) for name in columns] for values in fields])
             after = Cursor(page[-1].created_at, page[-1].id)
 
     async def _cached(self, key: tuple[Any, ...], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -186,16 +187,6 @@ class AdminAPI:
             price_version=table.version, usage_source="reported", status_code=None, streamed=False, latency_ms=0,
             price_source=priced.source,
         )
-
-
-def _json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        body = None
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object with session_id, model, input_tokens and output_tokens")
-    return body
 
 
 def _required_text(body: dict[str, Any], name: str) -> str:

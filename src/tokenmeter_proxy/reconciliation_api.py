@@ -11,10 +11,8 @@ import dataclasses
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,6 +25,7 @@ from .pricing import PriceTable
 from .reconciliation import ZERO, parse_range, reconcile
 from .storage.provider_store import ProviderStore
 from .types import Clock
+from .web import JSONResponse, json_object
 
 PROVIDER = "openai"
 
@@ -50,18 +49,13 @@ class ReconciliationAPI:
     async def sync_openai(self, request: Request) -> Response:
         """Read the provider's figures for the days asked for and store them in place of any
         synced before: 200 with what was stored, or the provider's failure as 4xx/502/504."""
-        try:
-            payload = orjson.loads(await request.body())
-        except orjson.JSONDecodeError:
-            payload = None
-        if not isinstance(payload, dict):
-            raise BadRequest('the body must be a JSON object: {"start_date", "end_date", "api_base"?}')
+        payload = json_object(await request.body(), ': {"start_date", "end_date", "api_base"?}')
         start, end = parse_range(payload.get("start_date"), payload.get("end_date"))
         usage_api = dataclasses.replace(self.usage_api, api_base=self._api_base(payload.get("api_base")))
         rows = await usage_api.daily_completions(start, end)
         stored = await run_in_threadpool(self.store.replace_days, PROVIDER, start, end, rows, now=self.clock())
         totals = sum((row.figures for row in rows), ZERO)
-        return _json({"provider": PROVIDER, "api_base": usage_api.api_base, "start_date": start.isoformat(),
+        return JSONResponse({"provider": PROVIDER, "api_base": usage_api.api_base, "start_date": start.isoformat(),
                       "end_date": end.isoformat(), "days": (end - start).days + 1, "rows": stored,
                       "totals": totals.as_json()})
 
@@ -71,7 +65,7 @@ class ReconciliationAPI:
         start, end = parse_range(request.query_params.get("start_date"), request.query_params.get("end_date"))
         provider = await run_in_threadpool(self.store.provider_daily, PROVIDER, start, end)
         metered = await run_in_threadpool(self.store.metered_daily, start, end)
-        return _json(reconcile(metered, provider, resolve=self.prices().resolve))
+        return JSONResponse(reconcile(metered, provider, resolve=self.prices().resolve))
 
     def _api_base(self, requested: object) -> str:
         """The configured usage API, or the one the body names when it may be sent the admin key:
@@ -97,6 +91,3 @@ def _is_loopback(url: str) -> bool:
     except ValueError:
         return False
 
-
-def _json(content: Any, status_code: int = 200) -> Response:
-    return Response(orjson.dumps(content), status_code=status_code, media_type="application/json")

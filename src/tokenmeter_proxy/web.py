@@ -69,3 +69,14 @@ def time_param(request: Request, name: str) -> dt.datetime | None:
             param=name,
         ) from None
     return moment
+
+
+def json_object(raw: bytes, expected: str) -> dict[str, Any]:
+    """A request body that must be a JSON object; else a 400 saying `expected`."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict):
+        raise BadRequest(f"the body must be a JSON object{expected}")
+    return body

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, quote
 
-import orjson
 from cachetools import TTLCache
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -37,7 +36,7 @@ from ..pricing import PriceTable, money_text
 from ..request_body import clean_identity
 from ..storage.repository import Repository, Totals
 from ..types import Clock
-from ..web import JSONResponse
+from ..web import JSONResponse, json_object
 from .pages import STATIC, Pages, negotiate
 
 MAX_FORM_BYTES = 8192
@@ -160,12 +159,7 @@ class Dashboard:
 
     async def widget_link(self, request: Request) -> Response:
         """`POST /api/widget-links {"session_id", "ttl_seconds"?}` -> `{"url", "path", "expires_at"}`."""
-        try:
-            body = orjson.loads(await request.body())
-        except orjson.JSONDecodeError:
-            body = None
-        if not isinstance(body, dict):
-            raise BadRequest('the body must be a JSON object: {"session_id", "ttl_seconds"?}')
+        body = json_object(await request.body(), ': {"session_id", "ttl_seconds"?}')
         raw_id = body.get("session_id")
         session_id = clean_identity(raw_id) if isinstance(raw_id, str) and "\x00" not in raw_id else None
         if session_id is None:
