@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, func, select, upda
 
 from ..types import Usage, UsageRecord
 from .repository import record_values, records_table
-from .rollups import Rollups, daily_session, daily_user, sessions_table
+from .rollups import Rollups, daily_session, daily_user
 from .tables import cost_from_e10, cost_to_e10, naive_utc
 
 c = records_table.c
@@ -55,8 +55,7 @@ def prune(engine: Engine, rollups: Rollups, cutoff: dt.datetime, *, dry_run: boo
         connection.execute(delete(records_table).where(old))
         for table in (daily_session, daily_user):
             connection.execute(delete(table).where(table.c.day < naive.date()))
-        connection.execute(delete(sessions_table).where(sessions_table.c.session_id.in_(sessions)))
-        rollups.rebuild(connection, [], sessions)
+        rollups.rebuild(connection, [], sessions)  # deletes and recomputes those sessions' totals
     return PruneReport(records=count, cutoff=cutoff)
 
 
@@ -102,11 +101,12 @@ def reprice(engine: Engine, rollups: Rollups, since: dt.datetime, pricer: Pricer
                 figures[0] = int(figures[0]) + 1
                 figures[1] += cost_from_e10(row.cost_e10) or Decimal(0)
                 figures[2] += cost or Decimal(0)
-                if cost_to_e10(cost) != row.cost_e10:
+                new_cost = cost_to_e10(cost)
+                if new_cost != row.cost_e10:
                     days.add(_date(row.created_at))
                     if row.session_id:
                         sessions.add(row.session_id)
-                changes.append({"record_id": row.id, "new_cost": cost_to_e10(cost), "new_source": source})
+                changes.append({"record_id": row.id, "new_cost": new_cost, "new_source": source})
             if not dry_run:
                 repriced = update(records_table).where(c.id == bindparam("record_id")).values(
                     cost_e10=bindparam("new_cost"), price_source=bindparam("new_source"), price_version=version)

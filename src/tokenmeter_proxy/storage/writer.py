@@ -70,10 +70,7 @@ class RecordWriter:
         the spool holds (this process's batches and any other's in the same directory)."""
         while True:
             await asyncio.sleep(self.probe_interval)
-            try:
-                await self.replay_once()
-            except Exception as exc:  # the next round tries again; nothing is lost meanwhile
-                log.error("replaying spooled usage records failed: %s", exc)
+            await self.replay_once()  # which never raises: a failed round is logged and tried again
 
     async def replay_once(self) -> None:
         """One round: probe the database if it was down, then store every spooled batch."""
