@@ -15,7 +15,7 @@ import genai_prices
 from cachetools import LRUCache
 from genai_prices import data_snapshot
 
-from .pricing import PriceTable
+from .pricing import PriceTable, cost_of
 from .types import Usage
 
 
@@ -81,7 +81,7 @@ def price(table: PriceTable, catalog: Catalog | None, model: str | None, usage: 
         return Priced(None, None, None)
     key = table.resolve(model)
     if key is not None:
-        return Priced(table.cost(model, usage), "pricing_file", key)
+        return Priced(cost_of(table.models[key], usage, unit_tokens=table.unit_tokens), "pricing_file", key)
     found = catalog.cost_usd(model, usage) if catalog is not None else None
     if found is None:
         return Priced(None, None, None)

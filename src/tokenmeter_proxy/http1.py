@@ -49,12 +49,16 @@ class Http1Upstream:
         self.write_timeout = write_timeout
         self.max_connections = max_connections
         self.keepalive_expiry = keepalive_expiry
-        self.open = 0  # connections open or opening, idle ones included
         self.idle: deque[Connection] = deque()  # oldest first; taken from the right (LIFO)
         self.connections: set[Connection] = set()
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._sweeper: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def open(self) -> int:
+        """Connections open or opening, idle ones included."""
+        return len(self.connections)
 
     async def send(self, method: str, target: bytes, headers: Headers, body: Body) -> Http1Response:
         """Send the request; return once the response's status and headers are in."""
@@ -129,7 +133,6 @@ class Http1Upstream:
     async def _connect(self) -> Connection:
         loop = self._loop or self._bind()
         connection = Connection(self, loop)
-        self.open += 1
         self.connections.add(connection)
         try:
             async with asyncio.timeout(self.connect_timeout):
@@ -192,7 +195,6 @@ class Http1Upstream:
 
     def dropped(self, connection: Connection) -> None:
         """A connection closed (by either side): it leaves the pool and frees its place."""
-        self.open -= 1
         self.connections.discard(connection)
         if connection.in_pool:
             connection.in_pool = False

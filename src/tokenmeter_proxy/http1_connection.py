@@ -20,7 +20,7 @@ import httptools
 
 from .errors import UpstreamError, UpstreamTimeout
 
-Headers = list[tuple[bytes, bytes]]  # as in upstream.py, whose `Upstream` interface the pool implements
+Headers = list[tuple[bytes, bytes]]  # raw names and values, as the `Upstream` interface (upstream.py) passes them
 Body = bytes | AsyncIterator[bytes]
 
 PAUSE_ABOVE = 256 * 1024  # unconsumed body bytes at which the socket stops being read

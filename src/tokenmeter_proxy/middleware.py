@@ -162,10 +162,12 @@ class _MeteredResponse:
             await self.client_send({"type": "http.response.body", "body": out, "more_body": more})
 
     async def _hold(self, message: Message) -> None:
-        self.parts.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        if chunk:
+            self.parts.append(chunk)
         if message.get("more_body", False):
             return
-        body = b"".join(self.parts)
+        body = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
         self.parts = []
         record = await self._record(read_json_response(self.exchange.facts.endpoint, body))
         failure = self.scope.get(UPSTREAM_FAILURE)

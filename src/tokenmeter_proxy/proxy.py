@@ -49,11 +49,12 @@ class ForwardingApp:
         first = await receive()
         if first["type"] != "http.request":
             return  # the client left before sending its body
-        body: Body = first.get("body", b"")
+        first_body: bytes = first.get("body", b"")
+        body: Body = first_body
         forwarded = request_headers(headers, api_key=self.api_key)
         streamed_upload = first.get("more_body", False)
         if streamed_upload:
-            body = self._rest_of_body(first.get("body", b""), receive)
+            body = self._rest_of_body(first_body, receive)
             if length is not None:  # keep the client's framing: some upstreams refuse chunked uploads
                 forwarded.append((b"content-length", str(length).encode()))
         query: bytes = scope.get("query_string", b"")

@@ -22,14 +22,14 @@ import httpx
 from .config import Settings
 from .errors import UpstreamError, UpstreamTimeout, openai_error
 from .http1 import Http1Upstream
+from .http1_connection import Body as Body
+from .http1_connection import Headers as Headers
 
 # RFC 9110 section 7.6.1: meaningful for one connection only, never forwarded.
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"proxy-connection",
     b"te", b"trailer", b"transfer-encoding", b"upgrade",
 })
-Headers = list[tuple[bytes, bytes]]
-Body = bytes | AsyncIterator[bytes]
 
 
 class UpstreamResponse(Protocol):
@@ -149,7 +149,8 @@ def request_headers(headers: Headers, *, api_key: str | None) -> Headers:
 def response_headers(headers: Headers) -> Headers:
     """The upstream's response headers as the client should get them."""
     named = _connection_tokens(headers)
-    return [(name, value) for name, value in headers if name.lower() not in HOP_BY_HOP and name.lower() not in named]
+    return [(name, value) for name, value in headers
+            if (lowered := name.lower()) not in HOP_BY_HOP and lowered not in named]
 
 
 def path_below(raw_path: bytes, prefix: bytes) -> bytes | None:
