@@ -14,7 +14,9 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from cachetools import TTLCache
 
@@ -109,8 +111,24 @@ class FailureLimiter:
         self.window = window
         self._failures: TTLCache[str, int] = TTLCache(maxsize=100_000, ttl=window)
 
+    @property
+    def retry_after(self) -> str:
+        """The `retry-after` a locked-out address is told: the rest of the window at most."""
+        return str(int(self.window))
+
     def locked(self, client: str) -> bool:
         return self._failures.get(client, 0) >= self.max_failures
 
     def failed(self, client: str) -> None:
         self._failures[client] = self._failures.get(client, 0) + 1
+
+
+def header_dict(scope: Mapping[str, Any]) -> dict[str, str]:
+    """An ASGI request's headers by (lower-case) name; of repeated ones, the last."""
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+
+
+def client_address(scope: Mapping[str, Any]) -> str:
+    """The address failed sign-ins are counted against (the API's and the dashboard's together)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route, Router
 
 from . import tokens, vocabularies
-from .access import FailureLimiter
+from .access import FailureLimiter, Signer
 from .api import AdminAPI
 from .asgi import Receive, Scope, Send
 from .auth import RequireAdminToken
@@ -118,8 +118,9 @@ def create_app(
     )
     operations = Operations(repository=repository, writer=writer, metrics=metrics)
     limiter = FailureLimiter()  # token guesses at the API and at the dashboard's sign-in count together
-    dashboard = Dashboard(repository=repository, prices=lambda: prices.current, clock=clock,
-                          admin_token=settings.admin_token, limiter=limiter)
+    signer = Signer.from_admin_token(settings.admin_token) if settings.admin_token else None
+    dashboard = Dashboard(repository=repository, prices=lambda: prices.current, clock=clock, signer=signer,
+                          limiter=limiter)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -154,7 +155,7 @@ def create_app(
             Mount("/api", app=RequireAdminToken(
                 Router([*admin_api.routes(), *budgets_api.routes(), *reconciliation_api.routes(),
                         *dashboard.admin_routes()]),
-                token=settings.admin_token, limiter=limiter, clock=clock)),
+                signer=signer, limiter=limiter, clock=clock)),
         ],
         exception_handlers={
             BadRequest: _bad_request, HTTPException: _http_error, OperationalError: _database_down,

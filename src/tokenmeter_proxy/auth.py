@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from starlette.requests import cookie_parser
 
-from .access import CSRF_HEADER, SESSION_COOKIE, FailureLimiter, Signer, same_origin
+from .access import CSRF_HEADER, SESSION_COOKIE, FailureLimiter, Signer, client_address, header_dict, same_origin
 from .asgi import ASGIApp, Receive, Scope, Send, send_json
 from .errors import openai_error
 from .types import Clock, utc_now
@@ -24,10 +24,10 @@ class RequireAdminToken:
     rest of that minute, whatever it sends. The dashboard's sign-in form shares the limiter.
     """
 
-    def __init__(self, app: ASGIApp, *, token: str | None, limiter: FailureLimiter | None = None,
+    def __init__(self, app: ASGIApp, *, signer: Signer | None, limiter: FailureLimiter | None = None,
                  clock: Clock = utc_now) -> None:
         self.app = app
-        self.signer = Signer.from_admin_token(token) if token else None
+        self.signer = signer
         self.limiter = limiter or FailureLimiter()
         self.clock = clock
 
@@ -35,11 +35,11 @@ class RequireAdminToken:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        client = (scope.get("client") or ("unknown", 0))[0]
+        client = client_address(scope)
         if self.limiter.locked(client):
             await send_json(send, 429, openai_error(
                 "Too many failed admin sign-ins from this address; wait a minute.", type="rate_limit_error",
-                code="too_many_failures"), headers=[(b"retry-after", b"60")])
+                code="too_many_failures"), headers=[(b"retry-after", self.limiter.retry_after.encode())])
             return
         refusal = self._refusal(scope)
         if refusal is not None:
@@ -53,7 +53,7 @@ class RequireAdminToken:
         """Why the request may not pass, or None when it may."""
         if self.signer is None:
             return "the admin API is disabled: set TOKENMETER_ADMIN_TOKEN to enable it"
-        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+        headers = header_dict(scope)
         scheme, _, token = headers.get("authorization", "").partition(" ")
         # compare_digest whatever the scheme, so timing never tells a well-formed header from a bad one
         if self.signer.token_matches(token.strip().encode("latin-1")) and scheme.lower() == "bearer":

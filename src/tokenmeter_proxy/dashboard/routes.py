@@ -30,7 +30,16 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from .. import reports
-from ..access import MAX_LINK_SECONDS, SESSION_COOKIE, SESSION_SECONDS, FailureLimiter, Signer, same_origin
+from ..access import (
+    MAX_LINK_SECONDS,
+    SESSION_COOKIE,
+    SESSION_SECONDS,
+    FailureLimiter,
+    Signer,
+    client_address,
+    header_dict,
+    same_origin,
+)
 from ..errors import BadRequest
 from ..pricing import PriceTable, money_text
 from ..request_body import clean_identity
@@ -60,11 +69,11 @@ class Dashboard:
     the admin API shares."""
 
     def __init__(self, *, repository: Repository, prices: Callable[[], PriceTable], clock: Clock,
-                 admin_token: str | None, limiter: FailureLimiter) -> None:
+                 signer: Signer | None, limiter: FailureLimiter) -> None:
         self.repository = repository
         self.prices = prices
         self.clock = clock
-        self.signer = Signer.from_admin_token(admin_token) if admin_token else None
+        self.signer = signer
         self.limiter = limiter
         self.pages = Pages.load()
         self.assets = Assets.load(STATIC)
@@ -101,8 +110,8 @@ class Dashboard:
     async def login(self, request: Request) -> Response:
         """Check the token from the form; on success set the cookie and go where the reader
         was headed, else show the form again (401; 429 once the address is locked out)."""
-        client = request.client.host if request.client else "unknown"
-        if not same_origin(_headers(request)):
+        client = client_address(request.scope)
+        if not same_origin(header_dict(request.scope)):
             return Response("sign-in is accepted from this proxy's own pages only", status_code=403)
         form = await _form(request)
         next_path = _local_path(form.get("next"))
@@ -122,7 +131,7 @@ class Dashboard:
     async def logout(self, request: Request) -> Response:
         """Clear the cookie (a stateless cookie cannot be revoked elsewhere: it expires after
         `SESSION_SECONDS`, and changing the admin token ends every sign-in at once)."""
-        if not same_origin(_headers(request)):
+        if not same_origin(header_dict(request.scope)):
             return Response("sign-out is accepted from this proxy's own pages only", status_code=403)
         response = RedirectResponse("/dashboard", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict",
@@ -200,7 +209,7 @@ class Dashboard:
         body = self.pages.page("signin", language=language, locale=locale, title=strings["sign_in"], script=None,
                                config={}, body_class="signin",
                                values={"next": next_path, "error": message, "error_hidden": "" if error else "hidden"})
-        headers = {**PAGE_HEADERS, **({"retry-after": "60"} if status == 429 else {})}
+        headers = {**PAGE_HEADERS, **({"retry-after": self.limiter.retry_after} if status == 429 else {})}
         return HTMLResponse(body, status_code=status, headers=headers)
 
     def _widget_allowed(self, request: Request, session_id: str) -> bool:
@@ -252,10 +261,6 @@ class Assets:
 
 async def _to_dashboard(request: Request) -> Response:
     return RedirectResponse("/dashboard", status_code=303)
-
-
-def _headers(request: Request) -> dict[str, str]:
-    return {name.decode("latin-1"): value.decode("latin-1") for name, value in request.scope["headers"]}
 
 
 async def _form(request: Request) -> dict[str, str]:
