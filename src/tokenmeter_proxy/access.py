@@ -24,6 +24,7 @@ SESSION_COOKIE = "tokenmeter_session"
 CSRF_HEADER = "x-tokenmeter-csrf"
 SESSION_SECONDS = 12 * 3600  # a dashboard sign-in lasts a working day
 MAX_LINK_SECONDS = 30 * 24 * 3600
+DEFAULT_LINK_SECONDS = 3600
 
 
 def _mac(key: bytes, message: str) -> str:

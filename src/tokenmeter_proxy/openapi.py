@@ -3,9 +3,12 @@ tests with schemathesis, so it cannot drift from what the API does)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from . import __version__
+from .access import DEFAULT_LINK_SECONDS, MAX_LINK_SECONDS
+from .budgets import PERIODS, SCOPES
+from .types import UsageSource
 
 _TEXT = {"type": "string", "maxLength": 1024}
 _COUNT = {"type": "integer", "minimum": 0}
@@ -41,14 +44,14 @@ _RECORD = _object({
     "api_key_id": {"type": "string"}, "endpoint": {"type": "string"}, "model": {"type": "string"},
     "input_tokens": _COUNT, "cached_input_tokens": _COUNT, "output_tokens": _COUNT, "reasoning_tokens": _COUNT,
     "total_tokens": _COUNT, "cost": _MONEY, "currency": {"type": "string"}, "price_version": {"type": "string"},
-    "usage_source": {"enum": ["upstream", "estimated", "reported", "demo"]}, "status_code": {"type": "integer"},
+    "usage_source": {"enum": list(get_args(UsageSource))}, "status_code": {"type": "integer"},
     "streamed": {"type": "boolean"}, "latency_ms": _COUNT, "price_source": {"enum": ["pricing_file", "catalog"]},
 }, nullable=("session_id", "user_id", "api_key_id", "model", "cost", "status_code", "price_source"))
 _BUDGET_IN = {
     "type": "object", "required": ["scope", "period"],
     "properties": {
-        "scope": {"enum": ["session", "user", "key", "global"]}, "subject": {"type": "string"},
-        "period": {"enum": ["day", "month", "total"]}, "max_cost": {"type": "number", "minimum": 0},
+        "scope": {"enum": list(SCOPES)}, "subject": {"type": "string"},
+        "period": {"enum": list(PERIODS)}, "max_cost": {"type": "number", "minimum": 0},
         "max_tokens": {"type": "integer", "minimum": 0}, "warn_at": {"type": "number", "minimum": 0, "maximum": 1},
     },
 }
@@ -135,8 +138,8 @@ def admin_openapi() -> dict[str, Any]:
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["session_id"],
                     "properties": {"session_id": {"type": "string", "minLength": 1, "maxLength": 256},
-                                   "ttl_seconds": {"type": "integer", "minimum": 1, "maximum": 2592000,
-                                                   "default": 3600}}}}}},
+                                   "ttl_seconds": {"type": "integer", "minimum": 1, "maximum": MAX_LINK_SECONDS,
+                                                   "default": DEFAULT_LINK_SECONDS}}}}}},
                 "responses": _ok("WidgetLink")}},
             "/api/budgets": {
                 "get": {"summary": "Budgets and where each stands", "responses": _ok("Budgets")},

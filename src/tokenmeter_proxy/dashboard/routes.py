@@ -31,6 +31,7 @@ from starlette.routing import BaseRoute, Route
 
 from .. import reports
 from ..access import (
+    DEFAULT_LINK_SECONDS,
     MAX_LINK_SECONDS,
     SESSION_COOKIE,
     SESSION_SECONDS,
@@ -49,7 +50,6 @@ from ..web import JSONResponse, json_object
 from .pages import STATIC, Pages, negotiate
 
 MAX_FORM_BYTES = 8192
-DEFAULT_LINK_SECONDS = 3600
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
         "form-action 'self'; base-uri 'none'")
 PAGE_HEADERS = {  # the dashboard: never cached, never framed
