@@ -13,14 +13,14 @@ from decimal import Decimal
 
 from .catalog import Catalog, price
 from .config import Settings
-from .demo import Pricer, demo_records
+from .demo import demo_records
 from .errors import ConfigError
 from .pricing import PriceTable, load_pricing, money_text, parse_pricing
 from .reports import text_table
 from .storage.engine import engine_from_url
 from .storage.maintenance import bulk_insert, prune, reprice
 from .storage.rollups import Rollups
-from .types import Usage, utc_now
+from .types import Pricer, Usage, utc_now
 
 
 def demo_data(args: argparse.Namespace) -> int:

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from decimal import Decimal
 
-from .types import Usage, UsageRecord
+from .types import Pricer, Usage, UsageRecord
 
 # (model, endpoint, share of requests)
 MODELS = (
@@ -19,10 +18,10 @@ MODELS = (
     ("gpt-4.1", "chat/completions", 0.04), ("gpt-4o-mini", "responses", 0.06),
     ("text-embedding-3-small", "embeddings", 0.12), ("claude-3-5-haiku-20241022", "chat/completions", 0.03),
 )
+_WEIGHTS = [share for _, _, share in MODELS]
 # relative traffic per UTC hour: quiet nights, busy working hours
 HOURS = (1, 1, 1, 1, 1, 2, 3, 5, 8, 10, 11, 11, 9, 10, 11, 11, 10, 8, 6, 5, 4, 3, 2, 1)
 
-Pricer = Callable[[str | None, Usage], tuple[Decimal | None, str | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +38,10 @@ def demo_records(count: int, days: int, *, now: dt.datetime, seed: int, pricer: 
     """`count` records spread over the last `days` days, reproducible for a seed."""
     random_ = random.Random(seed)
     sessions = _sessions(random_, count, days, now, seed)
-    weights = [share for _, _, share in MODELS]
     for _ in range(count):
         session = sessions[int(len(sessions) * random_.random() ** 1.3)]  # some sessions are long
         model, endpoint, _ = MODELS[session.model if random_.random() < 0.8 else
-                                    random_.choices(range(len(MODELS)), weights)[0]]
+                                    random_.choices(range(len(MODELS)), _WEIGHTS)[0]]
         created = min(session.start + dt.timedelta(seconds=random_.expovariate(1 / 600)), now)
         usage, status = _usage(random_, model, endpoint)
         cost, source = pricer(model, usage)
@@ -70,8 +68,7 @@ def _sessions(random_: random.Random, count: int, days: int, now: dt.datetime, s
             start -= dt.timedelta(days=1)
         heavy = int(len(users) * random_.random() ** 2)  # a few heavy users
         sessions.append(_Session(id=f"demo-{seed}-{n:07d}", user=users[heavy], key=keys[heavy % len(keys)],
-                                 start=start, model=random_.choices(range(len(MODELS)),
-                                                                    [share for _, _, share in MODELS])[0]))
+                                 start=start, model=random_.choices(range(len(MODELS)), _WEIGHTS)[0]))
     return sessions
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal, Protocol
@@ -64,3 +65,7 @@ class Clock(Protocol):
 def utc_now() -> dt.datetime:
     """The real clock."""
     return dt.datetime.now(dt.UTC)
+
+
+# What a model's usage costs now, and which source priced it: (None, None) when unpriced.
+Pricer = Callable[[str | None, Usage], tuple[Decimal | None, str | None]]

@@ -12,10 +12,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, delete, func, select, update
 
-from ..types import Usage, UsageRecord
+from ..types import Pricer, Usage, UsageRecord
 from .repository import record_values, records_table
 from .rollups import Rollups, daily_session, daily_user
-from .tables import cost_from_e10, cost_to_e10, naive_utc
+from .tables import cost_from_e10, cost_to_e10, naive_utc, stored_date
 
 c = records_table.c
 
@@ -27,7 +27,7 @@ def erase_user(engine: Engine, rollups: Rollups, user_id: str) -> int:
                                      .where(c.user_id == user_id)).all()
         deleted = connection.execute(delete(records_table).where(c.user_id == user_id)).rowcount
         connection.execute(delete(daily_user).where(daily_user.c.user_id == user_id))
-        rollups.rebuild(connection, [_date(day) for day, _ in touched],
+        rollups.rebuild(connection, [stored_date(day) for day, _ in touched],
                         {session for _, session in touched if session is not None})
     return int(deleted)
 
@@ -71,7 +71,6 @@ class RepriceReport:
         return sum(int(figures[0]) for figures in self.models.values())
 
 
-Pricer = Callable[[str | None, Usage], tuple[Decimal | None, str | None]]
 
 
 def reprice(engine: Engine, rollups: Rollups, since: dt.datetime, pricer: Pricer, *, version: str,
@@ -103,7 +102,7 @@ def reprice(engine: Engine, rollups: Rollups, since: dt.datetime, pricer: Pricer
                 figures[2] += cost or Decimal(0)
                 new_cost = cost_to_e10(cost)
                 if new_cost != row.cost_e10:
-                    days.add(_date(row.created_at))
+                    days.add(stored_date(row.created_at))
                     if row.session_id:
                         sessions.add(row.session_id)
                 changes.append({"record_id": row.id, "new_cost": new_cost, "new_source": source})
@@ -166,9 +165,3 @@ def _copy(connection: Connection, batch: list[UsageRecord]) -> None:
         row["created_at"] = row["created_at"].strftime("%Y-%m-%d %H:%M:%S.%f")
     driver.executemany(f"INSERT INTO usage_records ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
                        [tuple(row.values()) for row in rows])
-
-
-def _date(value: dt.date | dt.datetime | str) -> dt.date:
-    if isinstance(value, str):
-        return dt.date.fromisoformat(value[:10])
-    return value.date() if isinstance(value, dt.datetime) else value

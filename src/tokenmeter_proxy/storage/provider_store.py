@@ -13,6 +13,7 @@ from sqlmodel import Field, SQLModel
 
 from ..reconciliation import UNKNOWN_MODEL, DayFigures, Figures, combine, day_start
 from .repository import records_table
+from .tables import stored_date
 
 
 class ProviderUsageRow(SQLModel, table=True):
@@ -93,6 +94,5 @@ def _naive_start(day: dt.date) -> dt.datetime:
 
 def _day_figures(row: Sequence[Any]) -> DayFigures:
     day, model, requests, input_tokens, cached, output_tokens = row
-    # SQLite's date() gives text, PostgreSQL's a date
-    return DayFigures(day=day if isinstance(day, dt.date) else dt.date.fromisoformat(str(day)), model=model,
+    return DayFigures(day=stored_date(day), model=model,
                       figures=Figures(int(requests), int(input_tokens), int(cached), int(output_tokens)))

@@ -15,7 +15,7 @@ from sqlalchemy.sql import ColumnElement, Select
 
 from ..types import Usage, UsageRecord
 from .rollups import MEASURES, Rollups, daily_model, daily_session, daily_user, record_sums, sessions_table
-from .tables import ReservationRow, UsageRecordRow, cost_from_e10, cost_to_e10, naive_utc
+from .tables import ReservationRow, UsageRecordRow, cost_from_e10, cost_to_e10, naive_utc, stored_date
 
 records_table = UsageRecordRow.__table__  # type: ignore[attr-defined]
 reservations_table = ReservationRow.__table__  # type: ignore[attr-defined]
@@ -157,7 +157,7 @@ class Repository:
             queries.append(_rollup_query(filters, first_whole_day))
         with self.engine.connect() as connection:
             rows = [row for query in queries for row in connection.execute(query)]
-        return [(_date(row[0]), row[1] or None, _totals(row[2:])) for row in rows]
+        return [(stored_date(row[0]), row[1] or None, _totals(row[2:])) for row in rows]
 
     def sessions(self, *, limit: int, offset: int, prefix: str | None = None,
                  user_id: str | None = None) -> tuple[int, list[Group]]:
@@ -267,10 +267,6 @@ def _totals(row: Sequence[Any]) -> Totals:
         output_tokens=int(output_tokens), cost=cost_from_e10(int(cost_e10)) or Decimal(0),
         unpriced_requests=int(unpriced), estimated_requests=int(estimated),
     )
-
-
-def _date(value: dt.date | str) -> dt.date:
-    return dt.date.fromisoformat(value) if isinstance(value, str) else value
 
 
 def _conditions(filters: Filters) -> list[ColumnElement[bool]]:

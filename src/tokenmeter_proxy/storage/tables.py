@@ -54,6 +54,13 @@ def naive_utc(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
+def stored_date(value: dt.date | dt.datetime | str) -> dt.date:
+    """A day as a query returns it: a date (PostgreSQL), or text (SQLite's `date()`, or a stored time)."""
+    if isinstance(value, str):
+        return dt.date.fromisoformat(value[:10])
+    return value.date() if isinstance(value, dt.datetime) else value
+
+
 def cost_to_e10(cost: Decimal | None) -> int | None:
     """A cost as the stored integer (rounded half-even to 10^-10)."""
     return None if cost is None else int((cost * COST_SCALE).to_integral_value())
