@@ -146,14 +146,12 @@ class Repository:
         assert filters.since is not None
         since = naive_utc(filters.since)
         first_whole_day, boundary = _first_whole_day(since)
-        partial = Filters(since=since, until=boundary, session_id=filters.session_id, user_id=filters.user_id,
-                          model=filters.model)
+        rollup = filters.session_id is None or filters.user_id is None  # no rollup has both: records only
+        records = Filters(since=since, until=boundary if rollup else None, session_id=filters.session_id,
+                          user_id=filters.user_id, model=filters.model)
         day = func.date(c.created_at)
-        queries = [select(day, c.model, *record_sums()).where(*_conditions(partial)).group_by(day, c.model)]
-        if filters.session_id is not None and filters.user_id is not None:  # no rollup has both: read records
-            whole = Filters(since=boundary, session_id=filters.session_id, user_id=filters.user_id, model=filters.model)
-            queries.append(select(day, c.model, *record_sums()).where(*_conditions(whole)).group_by(day, c.model))
-        else:
+        queries = [select(day, c.model, *record_sums()).where(*_conditions(records)).group_by(day, c.model)]
+        if rollup:
             queries.append(_rollup_query(filters, first_whole_day))
         with self.engine.connect() as connection:
             rows = [row for query in queries for row in connection.execute(query)]
