@@ -98,8 +98,9 @@ class Repository:
         if not records:
             return 0
         with self.engine.begin() as connection:
-            stored = set(connection.execute(self._insert_new, [record_values(record) for record in records]).scalars())
-            new = [record for record in records if record.id in stored]
+            rows = [record_values(record) for record in records]
+            stored = set(connection.execute(self._insert_new, rows).scalars())
+            new = [values for values in rows if values["id"] in stored]
             if new:
                 self.rollups.add(connection, new)
             connection.execute(delete(reservations_table).where(

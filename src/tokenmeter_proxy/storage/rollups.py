@@ -16,7 +16,6 @@ from sqlalchemy import Column, Engine, Table, case, delete, func, insert, litera
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from ..types import UsageRecord
 from .tables import (
     DailyModelRow,
     DailySessionRow,
@@ -24,8 +23,6 @@ from .tables import (
     SessionRow,
     SpendDailyRow,
     UsageRecordRow,
-    cost_to_e10,
-    naive_utc,
 )
 
 records = UsageRecordRow.__table__  # type: ignore[attr-defined]
@@ -44,18 +41,19 @@ class _Rollup:
 
     table: Table
     keys: tuple[str, ...]
-    key_of: Callable[[UsageRecord, dt.date], tuple[Any, ...] | None]
+    key_of: Callable[[dict[str, Any], dt.date], tuple[Any, ...] | None]  # from a record's row values
     subject: Column[Any] | None  # the record column that names its subject, if any
 
 
 _SPEND_SUBJECTS: tuple[tuple[str, Column[Any] | None], ...] = (
     ("session", records.c.session_id), ("user", records.c.user_id), ("key", records.c.api_key_id), ("global", None))
 _DAILY = (
-    _Rollup(daily_model, ("day", "model"), lambda r, day: (day, r.model or ""), None),
+    _Rollup(daily_model, ("day", "model"), lambda v, day: (day, v["model"] or ""), None),
     _Rollup(daily_session, ("session_id", "day", "model"),
-            lambda r, day: (r.session_id, day, r.model or "") if r.session_id else None, records.c.session_id),
+            lambda v, day: (v["session_id"], day, v["model"] or "") if v["session_id"] else None,
+            records.c.session_id),
     _Rollup(daily_user, ("user_id", "day", "model"),
-            lambda r, day: (r.user_id, day, r.model or "") if r.user_id else None, records.c.user_id),
+            lambda v, day: (v["user_id"], day, v["model"] or "") if v["user_id"] else None, records.c.user_id),
 )
 
 
@@ -78,22 +76,23 @@ class Rollups:
             else func.greatest(sessions_table.c.last_seen, upsert.excluded.last_seen),
         })
 
-    def add(self, connection: Connection, batch: Sequence[UsageRecord]) -> None:
-        """Fold new records into every rollup (rows in a fixed order: no deadlocks between writers)."""
+    def add(self, connection: Connection, batch: Sequence[dict[str, Any]]) -> None:
+        """Fold new records, as the row values they were stored with (`record_values`), into every
+        rollup (rows in a fixed order: no deadlocks between writers)."""
         connection.execute(self._add_spend, _spend(batch))
         for rollup, statement in self._add_daily:
             rows = _sum_by(batch, rollup)
             if rows:
                 connection.execute(statement, rows)
         per_session: dict[str, dict[str, Any]] = {}
-        for record in batch:
-            if record.session_id:
-                moment = naive_utc(record.created_at)
-                row = per_session.setdefault(record.session_id, {
-                    "session_id": record.session_id, "first_seen": moment, "last_seen": moment,
+        for values in batch:
+            if values["session_id"]:
+                moment = values["created_at"]
+                row = per_session.setdefault(values["session_id"], {
+                    "session_id": values["session_id"], "first_seen": moment, "last_seen": moment,
                     **dict.fromkeys(MEASURES, 0)})
                 row["first_seen"], row["last_seen"] = min(row["first_seen"], moment), max(row["last_seen"], moment)
-                _accumulate(row, record)
+                _accumulate(row, values)
         if per_session:
             connection.execute(self._add_session, [per_session[key] for key in sorted(per_session)])
 
@@ -135,15 +134,15 @@ class Rollups:
             connection.execute(insert(sessions_table).from_select(["session_id", "first_seen", "last_seen", *MEASURES],
                                                                   query))
 
-def _spend(records: Sequence[UsageRecord]) -> list[dict[str, Any]]:
+def _spend(batch: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The batch's spend per day and budget subject, in a fixed order (so two processes adding
     to the same rows lock them in the same order and never deadlock)."""
     spend: dict[tuple[dt.date, str, str], list[int]] = {}
-    for record in records:
-        day = naive_utc(record.created_at).date()
-        cost, tokens = cost_to_e10(record.cost) or 0, record.usage.total_tokens
-        for scope, subject in (("session", record.session_id), ("user", record.user_id),
-                               ("key", record.api_key_id), ("global", "*")):
+    for values in batch:
+        day = values["created_at"].date()
+        cost, tokens = values["cost_e10"] or 0, values["input_tokens"] + values["output_tokens"]
+        for scope, subject in (("session", values["session_id"]), ("user", values["user_id"]),
+                               ("key", values["api_key_id"]), ("global", "*")):
             if subject is not None:
                 totals = spend.setdefault((day, scope, subject), [0, 0])
                 totals[0] += cost
@@ -157,28 +156,28 @@ def _adding(upsert: Any, keys: tuple[str, ...]) -> Any:
         index_elements=list(keys), set_={name: upsert.table.c[name] + upsert.excluded[name] for name in MEASURES})
 
 
-def _sum_by(batch: Sequence[UsageRecord], rollup: _Rollup) -> list[dict[str, Any]]:
+def _sum_by(batch: Sequence[dict[str, Any]], rollup: _Rollup) -> list[dict[str, Any]]:
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for record in batch:
-        key = rollup.key_of(record, naive_utc(record.created_at).date())
+    for values in batch:
+        key = rollup.key_of(values, values["created_at"].date())
         if key is None:
             continue
         row = rows.get(key)
         if row is None:
             row = rows[key] = {**dict(zip(rollup.keys, key, strict=True)), **dict.fromkeys(MEASURES, 0)}
-        _accumulate(row, record)
+        _accumulate(row, values)
     return [rows[key] for key in sorted(rows)]
 
 
-def _accumulate(row: dict[str, Any], record: UsageRecord) -> None:
-    usage = record.usage
+def _accumulate(row: dict[str, Any], values: dict[str, Any]) -> None:
+    cost = values["cost_e10"]
     row["requests"] += 1
-    row["input_tokens"] += usage.input_tokens
-    row["cached_input_tokens"] += usage.cached_input_tokens
-    row["output_tokens"] += usage.output_tokens
-    row["cost_e10"] += cost_to_e10(record.cost) or 0
-    row["unpriced_requests"] += record.cost is None
-    row["estimated_requests"] += record.usage_source == "estimated"
+    row["input_tokens"] += values["input_tokens"]
+    row["cached_input_tokens"] += values["cached_input_tokens"]
+    row["output_tokens"] += values["output_tokens"]
+    row["cost_e10"] += cost or 0
+    row["unpriced_requests"] += cost is None
+    row["estimated_requests"] += values["usage_source"] == "estimated"
 
 
 def record_sums() -> list[Any]:
