@@ -40,7 +40,7 @@ from .reconciliation_api import ReconciliationAPI
 from .request_body import UserIds
 from .storage.budget_store import BudgetStore
 from .storage.engine import engine_from_url
-from .storage.migrate import current_revision, head_revision
+from .storage.migrate import schema_behind
 from .storage.provider_store import ProviderStore
 from .storage.repository import Repository
 from .storage.spool import Spool
@@ -181,15 +181,12 @@ def app_from_environment() -> TokenMeterApp:
 
 def _require_current_schema(engine: Engine, url: str) -> None:
     try:
-        current, head = current_revision(engine), head_revision()
+        behind = schema_behind(engine, url, migrate=f"tokenmeter-proxy migrate --database-url {url}")
     except OperationalError as exc:  # start anyway: records wait in the spool until it answers
         log.error("the database %s is unreachable at startup (%s); serving, and spooling usage records", url, exc)
         return
-    if current != head:
-        raise ConfigError(
-            f"the database {url} is at schema revision {current or 'none'}, this version needs {head}: "
-            f"run `tokenmeter-proxy migrate --database-url {url}` first"
-        )
+    if behind is not None:
+        raise ConfigError(behind)
 
 
 async def _openapi(request: Request) -> Response:

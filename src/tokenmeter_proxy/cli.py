@@ -26,7 +26,7 @@ from .pricing import load_pricing, money_text
 from .reconciliation import ZERO, parse_range
 from .storage.budget_store import BudgetStore
 from .storage.engine import engine_from_url
-from .storage.migrate import current_revision, head_revision, upgrade
+from .storage.migrate import schema_behind, upgrade
 from .storage.provider_store import ProviderStore
 from .storage.repository import Filters, Repository, Totals
 from .types import utc_now
@@ -220,10 +220,9 @@ def _sync_openai(args: argparse.Namespace) -> int:
         return 2
     engine = engine_from_url(settings.database_url)
     try:
-        current, head = current_revision(engine), head_revision()
-        if current != head:
-            print(f"tokenmeter-proxy: the database {settings.database_url} is at schema revision {current or 'none'}, "
-                  f"this version needs {head}: run `tokenmeter-proxy migrate` first", file=sys.stderr)
+        behind = schema_behind(engine, settings.database_url)
+        if behind is not None:
+            print(f"tokenmeter-proxy: {behind}", file=sys.stderr)
             return 1
         api = UsageAPI(settings.openai_api_base, settings.openai_admin_key)
         rows = asyncio.run(api.daily_completions(start, end))

@@ -50,3 +50,13 @@ def head_revision() -> str:
     head = ScriptDirectory.from_config(_config()).get_current_head()
     assert head is not None, f"no migrations found in {migrations_dir()}"
     return head
+
+
+def schema_behind(engine: Engine, url: str, *, migrate: str = "tokenmeter-proxy migrate") -> str | None:
+    """What to tell the operator when the database's schema is not this version's (`migrate`:
+    the command to suggest), else None."""
+    current, head = current_revision(engine), head_revision()
+    if current == head:
+        return None
+    return (f"the database {url} is at schema revision {current or 'none'}, this version needs {head}: "
+            f"run `{migrate}` first")
