@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
-from run import POSTGRES, PROXY, ROOT, _drop_postgres, _psql, free_port, rss_mb, start, stop, wait_port
+from run import PROXY, ROOT, _drop_postgres, clean_environ, create_postgres, free_port, rss_mb, start, stop, wait_port
 
 TOKEN = "bench"
 
@@ -47,13 +45,8 @@ def export_growth(base: str, pid: int) -> tuple[int, float, float]:
 
 
 def measure(database: str, size: int, workdir: Path, log: Any) -> dict[str, Any]:
-    if database == "sqlite":
-        url = f"sqlite:///{workdir / f'analytics-{size}.db'}"
-    else:
-        name = f"tokenmeter_bench_{uuid.uuid4().hex[:8]}"
-        _psql(f'CREATE DATABASE "{name}"')
-        url = POSTGRES.rsplit("/", 1)[0] + "/" + name
-    environ = {key: value for key, value in os.environ.items() if not key.startswith("TOKENMETER_")}
+    url = f"sqlite:///{workdir / f'analytics-{size}.db'}" if database == "sqlite" else create_postgres()
+    environ = clean_environ()
     environ["TOKENMETER_PRICING"] = str(ROOT / "config" / "pricing.yaml")
     subprocess.run([PROXY, "migrate", "--database-url", url], check=True, stdout=log, stderr=log, env=environ)
     started = time.perf_counter()

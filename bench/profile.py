@@ -89,15 +89,15 @@ def main() -> None:
         with Target(args.target, args, f"http://127.0.0.1:{upstream_port}/v1", workdir, log) as target:
             assert target.process is not None
             url = f"{target.url}/v1/chat/completions"
-            wrk(url, args.concurrency, 2, "1", [])
+            wrk(url, args.concurrency, 2, "1")
             spy = subprocess.Popen([str(Path(PYTHON).with_name("py-spy")), "record", "-p", str(target.process.pid),
                                     "-r", "250", "-d", str(args.seconds), "-f", "raw", "-o", str(raw), "--threads",
                                     "--gil", "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             before = target.cpu()
             if args.scenario == "nonstream":
-                done = wrk(url, args.concurrency, args.seconds, "1", [])["requests"]
+                done = wrk(url, args.concurrency, args.seconds, "1")["requests"]
             else:
-                done = streamload(url, 256, args.seconds, "1", [])["streams"]
+                done = streamload(url, 256, args.seconds, "1")["streams"]
             cpu_per_request = (target.cpu() - before) / max(done, 1) * 1e6
             spy.wait(args.seconds + 30)
     finally:

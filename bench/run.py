@@ -130,11 +130,10 @@ def milliseconds(text: str) -> float:
     return {"us": value / 1000, "ms": value, "s": value * 1000}[match.group(2)]
 
 
-def wrk(url: str, connections: int, duration: float, cores: str, headers: list[str]) -> dict[str, Any]:
-    environ = dict(os.environ, BENCH_HEADERS="\n".join(headers))
+def wrk(url: str, connections: int, duration: float, cores: str) -> dict[str, Any]:
     command = [*pinned(cores), "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s",
                str(HERE / "post.lua"), url]
-    out = subprocess.run(command, capture_output=True, text=True, env=environ).stdout
+    out = subprocess.run(command, capture_output=True, text=True).stdout
 
     def found(pattern: str) -> re.Match[str] | None:
         return re.search(pattern, out)
@@ -151,13 +150,10 @@ def wrk(url: str, connections: int, duration: float, cores: str, headers: list[s
     return result
 
 
-def streamload(url: str, streams: int, duration: float, cores: str, headers: list[str],
-               extra: list[str] | None = None) -> dict[str, Any]:
+def streamload(url: str, streams: int, duration: float, cores: str) -> dict[str, Any]:
     command = [PYTHON, str(HERE / "streamload.py"), "--url", url, "--streams", str(streams),
                "--duration", str(duration)]
-    for header in headers:
-        command += ["--header", header]
-    out = subprocess.run(pinned(cores) + command + (extra or []), capture_output=True, text=True)
+    out = subprocess.run(pinned(cores) + command, capture_output=True, text=True)
     try:
         return dict(json.loads(out.stdout.strip().splitlines()[-1]))
     except (IndexError, json.JSONDecodeError):
@@ -171,7 +167,6 @@ class Target:
         self.name, self.args, self.upstream, self.log = name, args, upstream, log
         self.process: subprocess.Popen[bytes] | None = None
         self.replicas: list[subprocess.Popen[bytes]] = []  # *_x2: the second proxy and the balancer
-        self.headers: list[str] = []
         self.database: str | None = None
         self.port = free_port()
         self.workdir = workdir
@@ -183,7 +178,7 @@ class Target:
     def __enter__(self) -> Target:
         if self.name == "direct":
             return self
-        environ = {key: value for key, value in os.environ.items() if not key.startswith("TOKENMETER_")}
+        environ = clean_environ()
         if self.name.startswith("naive"):
             command = [PYTHON, str(HERE / "baselines.py"), self.name, "--port", str(self.port),
                        "--upstream", self.upstream]
@@ -239,12 +234,22 @@ class Target:
     def _database(self) -> str:
         if "_pg" not in self.name:
             return f"sqlite:///{self.workdir / (self.name + '.db')}"
-        name = f"tokenmeter_bench_{uuid.uuid4().hex[:8]}"
-        _psql(f'CREATE DATABASE "{name}"')
-        return POSTGRES.rsplit("/", 1)[0] + "/" + name
+        return create_postgres()
 
     def cpu(self) -> float:
         return sum(cpu_seconds(process.pid) for process in [self.process, *self.replicas] if process is not None)
+
+
+def clean_environ() -> dict[str, str]:
+    """This environment without the TOKENMETER_ settings, which would leak into the proxies."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("TOKENMETER_")}
+
+
+def create_postgres() -> str:
+    """A new, empty PostgreSQL database (drop it with `_drop_postgres`); its URL."""
+    name = f"tokenmeter_bench_{uuid.uuid4().hex[:8]}"
+    _psql(f'CREATE DATABASE "{name}"')
+    return POSTGRES.rsplit("/", 1)[0] + "/" + name
 
 
 def _psql(sql: str) -> None:
@@ -261,14 +266,14 @@ def measure(target: Target, args: argparse.Namespace, load_cores: str) -> list[d
     for scenario in args.scenarios:
         if scenario == "nonstream":
             for connections in args.concurrency:
-                wrk(url, connections, args.warmup, load_cores, target.headers)
+                wrk(url, connections, args.warmup, load_cores)
                 before = target.cpu()
-                result = wrk(url, connections, args.duration, load_cores, target.headers)
+                result = wrk(url, connections, args.duration, load_cores)
                 rows.append(_row(target, f"nonstream c={connections}", result, before, result["requests"]))
         elif scenario == "stream":
             for streams in args.streams:
                 before = target.cpu()
-                result = streamload(url, streams, args.duration, load_cores, target.headers)
+                result = streamload(url, streams, args.duration, load_cores)
                 rows.append(_row(target, f"stream x{streams}", result, before, result["streams"]))
         elif scenario == "memory" and target.process:
             rows.append(_memory(target, url, args, load_cores))
@@ -290,11 +295,11 @@ def _row(target: Target, scenario: str, result: dict[str, Any], before: float, c
 def _memory(target: Target, url: str, args: argparse.Namespace, load_cores: str) -> dict[str, Any]:
     """RSS after a warm-up of 10,000 requests and after --memory-requests more."""
     assert target.process is not None
-    wrk(url, 64, max(args.warmup, 5), load_cores, target.headers)
+    wrk(url, 64, max(args.warmup, 5), load_cores)
     warm = rss_mb(target.process.pid)
     done, started = 0, time.time()
     while done < args.memory_requests:
-        done += wrk(url, 64, 10, load_cores, target.headers)["requests"]
+        done += wrk(url, 64, 10, load_cores)["requests"]
     row = {"target": target.name, "scenario": f"memory {done:,} req", "rss_warm_mb": warm,
            "rss_end_mb": rss_mb(target.process.pid), "seconds": round(time.time() - started)}
     print(f"  {target.name:22} memory: RSS {row['rss_warm_mb']} MB after warm-up, {row['rss_end_mb']} MB after "
@@ -305,11 +310,11 @@ def _memory(target: Target, url: str, args: argparse.Namespace, load_cores: str)
 def _big_prompt(target: Target, url: str, args: argparse.Namespace, load_cores: str) -> dict[str, Any]:
     """p99 of small requests alone, then beside a client sending 100,000-token prompts back to
     back (run it on a *_budget target, so every prompt is counted with tiktoken first)."""
-    alone = wrk(url, 8, args.duration, load_cores, target.headers)
+    alone = wrk(url, 8, args.duration, load_cores)
     sender = start([PYTHON, str(HERE / "bigprompt.py"), "--url", url, "--seconds", str(args.duration + 2)],
                    load_cores, target.log)
     time.sleep(1)
-    beside = wrk(url, 8, args.duration, load_cores, target.headers)
+    beside = wrk(url, 8, args.duration, load_cores)
     sender.wait(60)
     row = {"target": target.name, "scenario": "bigprompt c=8", "p99_alone_ms": alone["p99_ms"],
            "p99_beside_ms": beside["p99_ms"], "added_p99_ms": round(beside["p99_ms"] - alone["p99_ms"], 3),

@@ -24,12 +24,8 @@ class Response:
     """Collects one response from the parser's callbacks."""
 
     def __init__(self) -> None:
-        self.status = 0
         self.first_byte: float | None = None
         self.done = asyncio.Event()
-
-    def on_status(self, _: bytes) -> None:
-        pass
 
     def on_body(self, _: bytes) -> None:
         if self.first_byte is None:
