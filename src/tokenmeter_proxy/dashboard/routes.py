@@ -97,14 +97,14 @@ class Dashboard:
         return [Route("/widget-links", self.widget_link, methods=["POST"])]
 
     async def overview(self, request: Request) -> Response:
-        return self._page(request, "overview", title_key="overview")
+        return self._page(request, "overview")
 
     async def sessions(self, request: Request) -> Response:
-        return self._page(request, "sessions", title_key="sessions")
+        return self._page(request, "sessions")
 
     async def session(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
-        return self._page(request, "session", title_key="session", config={"session_id": session_id},
+        return self._page(request, "session", config={"session_id": session_id},
                           values={"session_id": session_id})
 
     async def login(self, request: Request) -> Response:
@@ -183,7 +183,7 @@ class Dashboard:
         return JSONResponse({"url": f"{request.url.scheme}://{request.url.netloc}{path}", "path": path,
                              "expires_at": dt.datetime.fromtimestamp(expires, dt.UTC)})
 
-    def _page(self, request: Request, page: str, *, title_key: str, config: dict[str, Any] | None = None,
+    def _page(self, request: Request, page: str, *, config: dict[str, Any] | None = None,
               values: dict[str, object] | None = None) -> Response:
         cookie = request.cookies.get(SESSION_COOKIE)
         if self.signer is None or not self.signer.valid_session(cookie, self.clock().timestamp()):
@@ -198,7 +198,7 @@ class Dashboard:
         strings = self.pages.strings[language]
         current = {f"nav_{name}": "page" if page.startswith(name[:7]) else "false" for name in ("overview", "sessions")}
         header = self.pages.fill("header", language, current)
-        body = self.pages.page(page, language=language, locale=locale, title=strings[title_key], script=page,
+        body = self.pages.page(page, language=language, locale=locale, title=strings[page], script=page,
                                config=config, values={**(values or {}), "header": header})
         return HTMLResponse(body, headers=PAGE_HEADERS)
 

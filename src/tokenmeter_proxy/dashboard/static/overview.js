@@ -10,10 +10,6 @@ let period = PERIODS.includes(localStorage.getItem("tm-period")) ? localStorage.
 let generation = 0;  // answers to an older load (another period, another currency) are dropped
 let firstShown = false;
 
-function money(amount, code) {
-  return fmt.money(amount, code);
-}
-
 function showPeriodButtons() {
   for (const button of document.querySelectorAll("[data-period]")) {
     button.setAttribute("aria-pressed", String(button.dataset.period === period));
@@ -27,7 +23,7 @@ function showTotals(stats) {
   setText("total-cached", fmt.int(totals.cached_input_tokens));
   setText("total-output", fmt.int(totals.output_tokens));
   setText("total-tokens", fmt.int(totals.total_tokens));
-  setText("total-cost", money(totals.cost, stats.currency));
+  setText("total-cost", fmt.money(totals.cost, stats.currency));
   for (const node of document.querySelectorAll("[data-total]")) node.dataset.value = String(totals[node.dataset.total]);
   document.getElementById("empty").hidden = totals.requests > 0;
   setText("empty-snippet", `OpenAI(base_url="${location.origin}/v1")`);
@@ -62,16 +58,16 @@ function showCallouts(stats, unpriced) {
 function showTrend(stats) {
   const points = stats.daily.map((day) => ({
     label: fmt.day(day.date), bar: day.cost, line: day.input_tokens + day.output_tokens,
-    title: `${fmt.day(day.date)}: ${money(day.cost, stats.currency)}, ${fmt.int(day.input_tokens + day.output_tokens)} ${t("tokens")}, ${fmt.int(day.requests)} ${t("requests")}`,
+    title: `${fmt.day(day.date)}: ${fmt.money(day.cost, stats.currency)}, ${fmt.int(day.input_tokens + day.output_tokens)} ${t("tokens")}, ${fmt.int(day.requests)} ${t("requests")}`,
   }));
   trendChart(document.getElementById("trend-chart"), points, {
     barLabel: `${t("cost")} (${stats.currency})`, lineLabel: t("tokens"), ariaLabel: t("trend"),
-    barFormat: (value) => money(value, stats.currency), lineFormat: fmt.compact });
+    barFormat: (value) => fmt.money(value, stats.currency), lineFormat: fmt.compact });
   replace("trend-table", table(
     [{ label: t("day") }, { label: t("requests"), numeric: true }, { label: t("input_tokens"), numeric: true },
      { label: t("output_tokens"), numeric: true }, { label: t("cost"), numeric: true }],
     stats.daily.map((day) => [fmt.day(day.date), fmt.int(day.requests), fmt.int(day.input_tokens),
-                              fmt.int(day.output_tokens), money(day.cost, stats.currency)])));
+                              fmt.int(day.output_tokens), fmt.money(day.cost, stats.currency)])));
 }
 
 function showModels(stats, unpriced) {
@@ -84,8 +80,8 @@ function showModels(stats, unpriced) {
   const total = stats.totals.cost || 0;
   barChart(chart, stats.by_model.map((row) => ({
     label: row.model ?? t("unknown_model"), value: row.cost,
-    text: unpriced.get(row.model ?? "") === row.requests ? t("unpriced") : money(row.cost, stats.currency),
-    title: `${row.model}: ${money(row.cost, stats.currency)}, ${fmt.int(row.requests)} ${t("requests")}` })),
+    text: unpriced.get(row.model ?? "") === row.requests ? t("unpriced") : fmt.money(row.cost, stats.currency),
+    title: `${row.model}: ${fmt.money(row.cost, stats.currency)}, ${fmt.int(row.requests)} ${t("requests")}` })),
   { ariaLabel: t("cost_by_model") });
   replace("model-table", table(
     [{ label: t("model") }, { label: t("requests"), numeric: true }, { label: t("input_tokens"), numeric: true },
@@ -94,8 +90,8 @@ function showModels(stats, unpriced) {
     stats.by_model.map((row) => [
       row.model ?? t("unknown_model"), fmt.int(row.requests), fmt.int(row.input_tokens), fmt.int(row.output_tokens),
       unpriced.has(row.model ?? "")
-        ? `${money(row.cost, stats.currency)} (${t("unpriced_count", { count: fmt.int(unpriced.get(row.model ?? "")) })})`
-        : money(row.cost, stats.currency),
+        ? `${fmt.money(row.cost, stats.currency)} (${t("unpriced_count", { count: fmt.int(unpriced.get(row.model ?? "")) })})`
+        : fmt.money(row.cost, stats.currency),
       total > 0 ? fmt.percent(row.cost / total) : "–"])));
 }
 
@@ -108,7 +104,7 @@ function showTop(id, page, linkTo) {
     [{ label: page.by === "session" ? t("session") : t("user") }, { label: t("requests"), numeric: true },
      { label: t("tokens"), numeric: true }, { label: t("cost"), numeric: true }],
     page.top.map((row) => [el("a", { href: linkTo(row.id), text: row.id, class: "ident" }), fmt.int(row.requests),
-                           fmt.int(row.input_tokens + row.output_tokens), money(row.cost, page.currency)])));
+                           fmt.int(row.input_tokens + row.output_tokens), fmt.money(row.cost, page.currency)])));
 }
 
 function showBudgets(listing) {
