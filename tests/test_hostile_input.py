@@ -24,6 +24,10 @@ from tokenmeter_proxy.sse import SSEDecoder
 from tokenmeter_proxy.usage import StreamReader
 
 OPERATIONS = [result.ok() for result in schemathesis.openapi.from_dict(admin_openapi()).get_all_operations()]
+# CPython 3.11.7 can fail to parse a module that is first imported deep inside a call stack
+# ("SystemError: AST constructor recursion depth mismatch", fixed in 3.11.8); hypothesis imports
+# its flatmap strategy lazily, deep inside schemathesis's case generation, so import it here.
+st.integers().flatmap(st.just)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
