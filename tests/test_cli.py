@@ -11,6 +11,7 @@ import pytest
 from test_storage import record
 from tokenmeter_proxy.budgets import Budget
 from tokenmeter_proxy.cli import main
+from tokenmeter_proxy.pricing import load_pricing
 from tokenmeter_proxy.storage.budget_store import BudgetStore
 from tokenmeter_proxy.storage.engine import engine_from_url
 from tokenmeter_proxy.storage.migrate import head_revision
@@ -34,6 +35,116 @@ def test_pricing_check_prints_each_problem_with_its_line(tmp_path: Path, capsys:
 
 def test_the_shipped_pricing_file_passes_the_check(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["pricing", "check", str(Path(__file__).parents[1] / "config" / "pricing.yaml")]) == 0
+    assert "2 provider section(s): anthropic (" in capsys.readouterr().out
+
+
+def test_pricing_check_reports_problems_in_provider_sections(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "pricing.yaml"
+    broken.write_text("models: {}\nproviders:\n  anthropic:\n    models:\n      claude-x: {input: -1}\n"
+                      "  google:\n    prices: {}\n")
+    assert main(["pricing", "check", str(broken)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"{broken}:5: providers.anthropic.models.claude-x.input: a price cannot be negative",
+        f"{broken}:7: providers.google: unknown key 'prices' (expected one of models)",
+        f"{broken}:7: providers.google: missing 'models': list the models to price, e.g. models: "
+        "{claude-sonnet-4-5: {input: 3.00, output: 15.00}}",
+    ]
+
+
+COMMENTED = """\
+# our prices
+currency: USD
+models:
+  gpt-4o: {input: 2.50, output: 10.00}   # negotiated
+  claude-sonnet-4-5: {input: 99.00, output: 99.00}
+
+exchange_rates:
+  EUR: 0.9
+"""
+
+
+def test_pricing_import_for_a_provider_creates_its_section_and_keeps_the_rest(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "pricing.yaml"
+    path.write_text(COMMENTED)
+    assert main(["pricing", "import", "claude-sonnet-4-5", "claude-haiku-4-5", "--file", str(path),
+                 "--provider", "anthropic"]) == 0
+    text = path.read_text()
+    assert text.startswith(COMMENTED)  # comments, order and the top-level claude entry untouched
+    added = text[len(COMMENTED):]
+    assert added.startswith("\nproviders:\n  anthropic:\n    models:\n"
+                            "      claude-sonnet-4-5: {input: 3, cached_input: 0.3, cache_write: 3.75, output: 15}"
+                            "  # from genai-prices (anthropic/claude-sonnet-4-5), ")
+    assert "\n      claude-haiku-4-5: {input: 1, cached_input: 0.1, cache_write: 1.25, output: 5}" in added
+    assert main(["pricing", "check", str(path)]) == 0
+
+    # A second provider joins the providers: block; one already there is skipped.
+    capsys.readouterr()
+    assert main(["pricing", "import", "gemini-2.5-flash", "--file", str(path), "--provider", "google"]) == 0
+    assert main(["pricing", "import", "claude-haiku-4-5", "--file", str(path), "--provider", "anthropic"]) == 1
+    assert "skipped claude-haiku-4-5: already in the file" in capsys.readouterr().err
+    text = path.read_text()
+    assert "\n  google:\n    models:\n      gemini-2.5-flash: {input: 0.3, cached_input: 0.03, output: 2.5}" in text
+    table = load_pricing(path)
+    assert sorted(table.providers) == ["anthropic", "google"]
+    assert table.resolve("claude-sonnet-4-5", provider="anthropic") == "claude-sonnet-4-5"
+    assert table.models["claude-sonnet-4-5"].input == Decimal("99.00")
+
+
+def test_pricing_import_adds_to_an_existing_provider_section_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "pricing.yaml"
+    path.write_text("models: {}\nproviders:\n    anthropic:\n        models:\n"
+                    "            claude-opus-4-5: {input: 5}  # ours\n\n    # Google next\n    google:\n"
+                    "        models: {}\n")
+    assert main(["pricing", "import", "claude-haiku-4-5", "--file", str(path), "--provider", "anthropic"]) == 0
+    assert main(["pricing", "import", "gemini-2.5-flash", "--file", str(path), "--provider", "google"]) == 0
+    lines = path.read_text().splitlines()
+    assert lines[5].startswith("            claude-haiku-4-5: {input: 1,")     # under claude-opus-4-5, its indent
+    assert lines[6:9] == ["", "    # Google next", "    google:"]
+    assert lines[9:11] == ["        models:", lines[10]] and lines[10].startswith("          gemini-2.5-flash:")
+    assert load_pricing(path).resolve("gemini-2.5-flash", provider="google") == "gemini-2.5-flash"
+
+
+def test_pricing_import_for_azure_goes_to_the_top_level_models(tmp_path: Path) -> None:
+    path = tmp_path / "pricing.yaml"
+    path.write_text(COMMENTED)
+    assert main(["pricing", "import", "gpt-4.1-mini", "--file", str(path), "--provider", "azure"]) == 0
+    text = path.read_text()
+    assert "providers" not in text
+    assert text.index("gpt-4.1-mini: {input: 0.4") < text.index("exchange_rates")
+
+
+def test_pricing_import_skips_a_model_the_catalog_lacks_for_that_provider(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "pricing.yaml"
+    path.write_text(COMMENTED)
+    assert main(["pricing", "import", "llama3", "--file", str(path), "--provider", "ollama"]) == 1
+    assert "skipped llama3: not in the catalog for provider ollama" in capsys.readouterr().err
+    assert path.read_text() == COMMENTED
+    assert main(["pricing", "import", "gpt-4o", "--file", str(path), "--provider", "Not A Name"]) == 2
+
+
+def test_pricing_diff_compares_a_providers_section_with_its_catalog_prices(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "pricing.yaml"
+    path.write_text(COMMENTED + "providers:\n  anthropic:\n    models:\n"
+                    "      claude-sonnet-4-5: {input: 3.00, cached_input: 0.30, cache_write: 3.75, output: 15.00}\n"
+                    "      claude-opus-4-5: {input: 4.00, output: 25.00}\n      claude-next: {input: 1}\n")
+    assert main(["pricing", "diff", str(path), "--provider", "anthropic"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("anthropic: prices per 1,000,000 tokens, USD")
+    rows = {line.split()[0]: line for line in out.splitlines()[3:]}
+    assert rows["claude-sonnet-4-5"].endswith("same")
+    assert rows["claude-opus-4-5"].endswith("differs")
+    assert rows["claude-next"].endswith("not in the catalog")
+    assert "gpt-4o" not in out  # the top-level models are OpenAI's and Azure's
+
+    assert main(["pricing", "diff", str(path)]) == 0  # openai, as before
+    out = capsys.readouterr().out
+    assert "gpt-4o" in out and "claude-opus-4-5" not in out
+    assert main(["pricing", "diff", str(path), "--provider", "google"]) == 1
+    assert "no prices for provider google" in capsys.readouterr().err
 
 
 def test_migrate_creates_the_schema_and_is_idempotent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

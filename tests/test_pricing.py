@@ -117,3 +117,114 @@ def test_money_is_written_as_plain_digits() -> None:
 def test_currency_codes_are_short_letter_codes(text: str) -> None:
     with pytest.raises(PricingError, match="a currency code is 3 to 8 letters"):
         parse_pricing(text)
+
+
+# Prices per provider: the top-level models price openai and azure, every other provider its own section.
+
+PER_PROVIDER = """\
+models:
+  gpt-4o: {input: 2.50, output: 10.00}
+  gpt-4o-mini: {input: 0.15, output: 0.60}
+  claude-sonnet-4-5: {input: 99.00, output: 99.00}
+providers:
+  anthropic:
+    models:
+      claude-sonnet-4-5: {input: 3.00, cached_input: 0.30, cache_write: 3.75, output: 15.00}
+      claude-haiku-4-5: {input: 1.00, output: 5.00, aliases: [haiku]}
+  openrouter:
+    models:
+      anthropic/claude-sonnet-4.5: {input: 3.00, output: 15.00}
+  azure:
+    models:
+      gpt-4o: {input: 2.75, output: 11.00}
+"""
+PROVIDERS = parse_pricing(PER_PROVIDER)
+
+
+@pytest.mark.parametrize(("provider", "model", "key"), [
+    ("anthropic", "claude-sonnet-4-5", "claude-sonnet-4-5"),                    # exact name
+    ("anthropic", "claude-sonnet-4-5-20250929", "claude-sonnet-4-5"),           # dated snapshot
+    ("anthropic", "haiku", "claude-haiku-4-5"),                                 # alias
+    ("anthropic", "gpt-4o", None),                                              # top-level models are not Anthropic's
+    ("openrouter", "anthropic/claude-sonnet-4.5", "anthropic/claude-sonnet-4.5"),
+    ("openrouter", "claude-sonnet-4-5", None),
+    ("groq", "gpt-4o", None),                                                   # no section: the file has no price
+    ("openai", "gpt-4o-2024-08-06", "gpt-4o"),
+    ("openai", "claude-sonnet-4-5", "claude-sonnet-4-5"),                       # the top-level entry is OpenAI's
+    ("azure", "gpt-4o-mini-2024-07-18", "gpt-4o-mini"),                         # azure: top-level models...
+])
+def test_a_model_resolves_within_its_providers_section(provider: str, model: str, key: str | None) -> None:
+    assert PROVIDERS.resolve(model, provider=provider) == key
+
+
+def test_a_top_level_price_never_prices_another_providers_record() -> None:
+    usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+    assert PROVIDERS.cost("claude-sonnet-4-5", usage, provider="anthropic") == Decimal("18.00")
+    assert PROVIDERS.cost("claude-sonnet-4-5", usage) == Decimal("198.00")  # openai, the default
+    assert PROVIDERS.cost("claude-sonnet-4-5", usage, provider="google") is None
+
+
+def test_an_azure_section_overrides_the_top_level_models_for_azure_only() -> None:
+    usage = Usage(input_tokens=1_000_000)
+    assert PROVIDERS.cost("gpt-4o-2024-11-20", usage, provider="azure") == Decimal("2.75")
+    assert PROVIDERS.cost("gpt-4o-2024-11-20", usage, provider="openai") == Decimal("2.50")
+    assert PROVIDERS.cost("gpt-4o-mini", usage, provider="azure") == Decimal("0.15")  # not gpt-4o's prefix price
+
+
+def test_a_file_may_price_other_providers_only() -> None:
+    table = parse_pricing("providers:\n  google:\n    models:\n      gemini-2.5-flash: {input: 0.30, output: 2.50}\n")
+    assert table.resolve("gemini-2.5-flash", provider="google") == "gemini-2.5-flash"
+    assert table.models == {} and table.resolve("gpt-4o") is None
+
+
+def test_the_version_hashes_the_whole_file_provider_sections_included() -> None:
+    edited = parse_pricing(PER_PROVIDER.replace("input: 1.00, output: 5.00", "input: 1.10, output: 5.00"))
+    assert edited.version != PROVIDERS.version and edited.models == PROVIDERS.models
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("providers:\n  anthropic:\n    modles:\n      m: {input: 1}\n",
+     "pricing.yaml:3: providers.anthropic: unknown key 'modles' (expected one of models)"),
+    ("providers:\n  anthropic:\n    models:\n      m: {input: 1}\n  google: {}\n",
+     "pricing.yaml:5: providers.google: missing 'models'"),
+    ("providers:\n  anthropic:\n    models:\n      m: {input: -3}\n",
+     "pricing.yaml:4: providers.anthropic.models.m.input: a price cannot be negative"),
+    ("providers:\n  anthropic:\n    models:\n      m: {input: 1}\n      m: {input: 2}\n",
+     "pricing.yaml:5: providers.anthropic.models: 'm' appears twice"),
+    ("providers:\n  anthropic:\n    models: {}\n  anthropic:\n    models: {}\n",
+     "pricing.yaml:4: providers: 'anthropic' appears twice"),
+    ("providers:\n  anthropic:\n    models:\n      m: {input: 1, ouput: 2}\n",
+     "pricing.yaml:4: providers.anthropic.models.m: unknown key 'ouput'"),
+    ("providers:\n  anthropic:\n    models:\n      m:\n        output: 1\n",
+     "pricing.yaml:5: providers.anthropic.models.m: missing 'input'"),
+    ("providers:\n  Anthropic AI:\n    models: {}\n",
+     "pricing.yaml:2: providers.Anthropic AI: a provider name is lowercase letters"),
+    ("providers:\n  anthropic: [claude]\n", "pricing.yaml:2: providers.anthropic: must be a mapping"),
+    ("providers:\n  openai:\n    models: {}\n",
+     "pricing.yaml:2: providers.openai: the top-level 'models' price openai"),
+    ("providers:\n  google:\n    models:\n      a: {input: 1}\n      b: {input: 2, aliases: [a]}\n",
+     "pricing.yaml:5: providers.google.models.b.aliases: alias 'a' is also a model key"),
+    ("models:\n  gpt-4o: {input: 2.5}\nproviders:\n  azure:\n    models:\n      eu-4o: {input: 3, aliases: [gpt-4o]}\n",
+     "pricing.yaml:6: providers.azure.models.eu-4o.aliases: alias 'gpt-4o' is also a model key"),
+])
+def test_a_broken_provider_section_is_refused_with_the_line_of_each_problem(text: str, problem: str) -> None:
+    with pytest.raises(PricingError) as refused:
+        parse_pricing(text)
+    assert any(line.startswith(problem) for line in refused.value.problems), refused.value.problems
+
+
+def test_the_shipped_pricing_file_prices_claude_and_gemini_in_their_own_sections() -> None:
+    table = load_pricing(Path(__file__).parents[1] / "config" / "pricing.yaml")
+    for model in ("claude-opus-5", "claude-sonnet-5", "claude-haiku-4-5", "claude-opus-4-5", "claude-sonnet-4-5",
+                  "claude-opus-4-1", "claude-sonnet-4", "claude-3-5-haiku"):
+        assert table.resolve(model, provider="anthropic") == model
+        assert table.resolve(model) is None  # never an OpenAI price
+    for model in ("gemini-3.5-flash", "gemini-3-pro-preview", "gemini-2.5-pro", "gemini-2.5-flash",
+                  "gemini-2.5-flash-lite", "gemini-2.0-flash"):
+        assert table.resolve(model, provider="google") == model
+    assert table.resolve("claude-sonnet-4-5-20250929", provider="anthropic") == "claude-sonnet-4-5"
+    assert table.resolve("claude-3-5-haiku-20241022", provider="anthropic") == "claude-3-5-haiku"
+    assert table.resolve("gemini-3.5-flash-lite", provider="google") == "gemini-3.5-flash-lite"  # not 3.5-flash's
+    sonnet = table.providers["anthropic"].models["claude-sonnet-4-5"]
+    assert (sonnet.input, sonnet.cached_input, sonnet.cache_write, sonnet.output) == (
+        Decimal("3.00"), Decimal("0.30"), Decimal("3.75"), Decimal("15.00"))

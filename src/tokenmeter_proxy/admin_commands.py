@@ -15,7 +15,15 @@ from .catalog import Catalog, price
 from .config import Settings
 from .demo import demo_records
 from .errors import ConfigError
-from .pricing import PriceTable, load_pricing, money_text, parse_pricing
+from .pricing import (
+    DEFAULT_PROVIDER,
+    PROVIDER_NAME,
+    TOP_LEVEL_PROVIDERS,
+    PriceTable,
+    load_pricing,
+    money_text,
+    parse_pricing,
+)
 from .reports import text_table
 from .storage.engine import engine_from_url
 from .storage.maintenance import bulk_insert, prune, reprice
@@ -79,33 +87,48 @@ def reprice_records(args: argparse.Namespace) -> int:
 
 
 def pricing_diff(args: argparse.Namespace) -> int:
-    """`tokenmeter-proxy pricing diff [FILE]`: the file's prices beside the catalog's."""
-    table = load_pricing(args.file or Settings.load().pricing_path)
+    """`tokenmeter-proxy pricing diff [FILE] [--provider P]`: the file's prices for a provider
+    (the top-level models for openai and azure) beside the catalog's for that provider."""
+    path = args.file or Settings.load().pricing_path
+    provider = _provider(args.provider)
+    table = load_pricing(path)
+    section = table.section(provider)
+    if section is None:
+        print(f"{path} has no prices for provider {provider} (a 'providers: {provider}: models:' section); "
+              f"`tokenmeter-proxy pricing import MODEL... --provider {provider}` adds one", file=sys.stderr)
+        return 1
+    usd_per_unit = Decimal(1) if table.currency == "USD" else table.exchange_rates.get("USD")
     catalog, rows = Catalog(), []
-    for name, model in sorted(table.models.items()):
-        found = catalog.prices(name)
-        mine = [model.input, model.cached_input or model.input, model.output]
-        theirs = [found.input, found.cached_input or found.input, found.output or Decimal(0)] if found else []
-        scale = Decimal(table.unit_tokens) / Decimal(1_000_000)
-        theirs = [value * scale for value in theirs] if table.currency == "USD" else []
-        note = ("not in the catalog" if found is None else "catalog is USD; no comparison" if not theirs
+    for name, model in sorted(section.models.items()):
+        found = catalog.prices(name, provider=provider)
+        mine = _four(model.input, model.cached_input, model.cache_write, model.output)
+        theirs = []
+        if found is not None and usd_per_unit is not None:
+            scale = Decimal(table.unit_tokens) / Decimal(1_000_000) / usd_per_unit
+            theirs = [value * scale for value in _four(found.input, found.cached_input, found.cache_write,
+                                                        found.output or Decimal(0))]
+        note = ("not in the catalog" if found is None else "no exchange_rates.USD; no comparison" if not theirs
                 else "same" if mine == theirs else "differs")
-        rows.append([name, *(money_text(value) for value in mine),
-                     *(money_text(value) for value in theirs or [Decimal(0)] * 3), note])
-    print(f"prices per {table.unit_tokens:,} tokens, {table.currency}; catalog: genai-prices")
-    print(text_table(["model", "input", "cached", "output", "catalog input", "catalog cached", "catalog output", ""],
-                 rows))
+        rows.append([name, *map(money_text, mine), *(map(money_text, theirs) if theirs else ["-"] * 4), note])
+    print(f"{provider}: prices per {table.unit_tokens:,} tokens, {table.currency}; catalog: genai-prices")
+    print(text_table(["model", "input", "cached", "cache write", "output", "catalog input", "catalog cached",
+                      "catalog cache write", "catalog output", ""], rows))
     return 0
 
 
 def pricing_import(args: argparse.Namespace) -> int:
-    """`tokenmeter-proxy pricing import MODEL... [--file FILE]`: copy catalog prices into the file."""
+    """`tokenmeter-proxy pricing import MODEL... [--file FILE] [--provider P]`: copy catalog prices
+    for a provider into the file: the top-level models for openai and azure, else the provider's
+    section (created when missing)."""
     path = args.file or Settings.load().pricing_path
+    provider = _provider(args.provider)
     table = load_pricing(path)
+    section = table.section(provider)
+    have = set(section.models) | set(section.aliases) if section is not None else set()
     catalog, lines, missing = Catalog(), [], []
     for name in args.models:
-        found = catalog.prices(name)
-        if found is None or name in table.models:
+        found = catalog.prices(name, provider=provider)
+        if found is None or name in have:
             missing.append(name)
             continue
         rate = Decimal(1) if table.currency == "USD" else table.exchange_rates.get("USD")
@@ -116,42 +139,82 @@ def pricing_import(args: argparse.Namespace) -> int:
         fields = {"input": found.input, "cached_input": found.cached_input, "cache_write": found.cache_write,
                   "output": found.output}
         shown = ", ".join(f"{key}: {money_text(value * scale)}" for key, value in fields.items() if value is not None)
-        lines.append(f"  {name}: {{{shown}}}  # from genai-prices ({found.provider}/{found.model}), "
-                     f"{utc_now():%Y-%m-%d}")
+        lines.append(f"{name}: {{{shown}}}  # from genai-prices ({found.provider}/{found.model}), {utc_now():%Y-%m-%d}")
+        have.add(name)
     if lines:
-        text = _with_models(path.read_text(), lines)
+        where = ["models"] if provider in TOP_LEVEL_PROVIDERS else ["providers", provider, "models"]
+        text = _with_entries(path.read_text(), where, lines, source=str(path))
         parse_pricing(text, source=str(path))  # refused here, before the file is touched
         temporary = path.with_name(f".{path.name}.tmp")
         temporary.write_text(text)
         os.replace(temporary, path)  # the hot reload never sees half a file
-        print(f"added {len(lines)} model(s) to {path}:\n" + "\n".join(line.strip() for line in lines))
+        print(f"added {len(lines)} model(s) to {'.'.join(where)} in {path}:\n" + "\n".join(lines))
     for name in missing:
-        print(f"skipped {name}: " + ("already in the file" if name in table.models else "not in the catalog"),
-              file=sys.stderr)
+        print(f"skipped {name}: " + ("already in the file" if name in have else
+                                     f"not in the catalog for provider {provider}"), file=sys.stderr)
     return 0 if lines or not missing else 1
 
 
-def _with_models(text: str, entries: list[str]) -> str:
-    """The pricing file's text with `entries` added at the end of its `models:` block (which
-    need not be the file's last block), indented like the models already there."""
+def _provider(name: str | None) -> str:
+    provider = name or DEFAULT_PROVIDER
+    if not PROVIDER_NAME.fullmatch(provider):
+        raise ConfigError(f"--provider takes a provider name such as openai, anthropic or google; got {provider!r}")
+    return provider
+
+
+def _four(input_price: Decimal, cached: Decimal | None, write: Decimal | None, output: Decimal) -> list[Decimal]:
+    """input, cached input, cache write, output: the unset ones at the input price, as they are charged."""
+    return [input_price, input_price if cached is None else cached, input_price if write is None else write, output]
+
+
+def _with_entries(text: str, where: list[str], entries: list[str], *, source: str) -> str:
+    """The pricing file's text with `entries` (`name: {...}` lines) added at the end of the mapping
+    at `where` (["models"], or ["providers", "anthropic", "models"]), which need not be the
+    file's last block, indented like their neighbours. Mappings on the way that are missing are
+    created; everything else, comments included, stays as it was."""
     lines = text.splitlines()
-    start = next((n for n, line in enumerate(lines) if line.startswith("models:")), None)
-    if start is None:
-        return text.rstrip("\n") + "\nmodels:\n" + "\n".join(entries) + "\n"
-    end = start + 1
-    while end < len(lines) and (not lines[end].strip() or lines[end][:1] in (" ", "\t", "#")):
+    start, end, indent = 0, len(lines), ""
+    while end > 0 and not lines[end - 1].strip():
+        end -= 1
+    for depth, key in enumerate(where):
+        found = next((n for n in range(start, end) if lines[n].startswith(f"{indent}{key}:")), None)
+        if found is None:  # create this mapping and the ones below it, at the end of the block we are in
+            step = "  "
+            created = [f"{indent}{step * n}{name}:" for n, name in enumerate(where[depth:])]
+            added = created + [indent + step * len(where[depth:]) + entry for entry in entries]
+            return "\n".join([*lines[:end], *([""] if depth == 0 else []), *added, *lines[end:]]) + "\n"
+        value, _, comment = lines[found][len(indent) + len(key) + 1:].partition("#")
+        if value.strip() == "{}":  # an empty inline mapping becomes a block
+            lines[found] = f"{indent}{key}:" + (f"  #{comment}" if comment else "")
+        elif value.strip():
+            raise ConfigError(f"{source}:{found + 1}: '{key}' is written inline; write it as a block, one entry per "
+                              "line, to import into it")
+        start, end = found + 1, _block_end(lines, found, len(indent))
+        children = [line for line in lines[start:end] if line.strip() and not line.lstrip().startswith("#")]
+        indent = _indent(children[0]) if children else indent + "  "
+    return "\n".join([*lines[:end], *(indent + entry for entry in entries), *lines[end:]]) + "\n"
+
+
+def _block_end(lines: list[str], key_line: int, width: int) -> int:
+    """Where the block under `lines[key_line]` (a key indented `width`) ends: after its last line
+    indented deeper, not counting the blank lines and shallower comments that follow it."""
+    end = key_line + 1
+    while end < len(lines) and (not lines[end].strip() or lines[end].lstrip().startswith("#")
+                                or len(_indent(lines[end])) > width):
         end += 1
-    while end > start + 1 and not lines[end - 1].strip():
-        end -= 1  # keep blank lines after the block where they were
-    children = [line for line in lines[start + 1:end] if line.strip() and not line.lstrip().startswith("#")]
-    indent = children[0][:len(children[0]) - len(children[0].lstrip())] if children else "  "
-    added = [indent + entry.strip() for entry in entries]
-    return "\n".join([*lines[:end], *added, *lines[end:]]) + "\n"
+    while end > key_line + 1 and (not lines[end - 1].strip() or (
+            lines[end - 1].lstrip().startswith("#") and len(_indent(lines[end - 1])) <= width)):
+        end -= 1
+    return end
+
+
+def _indent(line: str) -> str:
+    return line[:len(line) - len(line.lstrip())]
 
 
 def _pricer(table: PriceTable, catalog: Catalog) -> Pricer:
-    def pricer(model: str | None, usage: Usage) -> tuple[Decimal | None, str | None]:
-        priced = price(table, catalog, model, usage)
+    def pricer(model: str | None, usage: Usage, provider: str) -> tuple[Decimal | None, str | None]:
+        priced = price(table, catalog, model, usage, provider=provider)
         return priced.cost, priced.source
 
     return pricer

@@ -3,28 +3,42 @@
     currency: USD
     unit_tokens: 1000000
     exchange_rates: {EUR: 0.92}
-    models:
+    models:                      # price the providers openai and azure
       gpt-4o: {input: 2.50, cached_input: 1.25, output: 10.00, aliases: [chatgpt-4o-latest]}
+    providers:                   # every other provider: its own section, same entries
+      anthropic:
+        models:
+          claude-sonnet-4-5: {input: 3.00, cached_input: 0.30, cache_write: 3.75, output: 15.00}
 
 Prices are read from the YAML text as written, straight into `Decimal`: "2.50" never
 passes through a float. A model name resolves by exact key, then alias, then the longest
-key that is a prefix of the name followed by "-" (`gpt-4o-2024-08-06` prices as `gpt-4o`).
+key that is a prefix of the name followed by "-" (`gpt-4o-2024-08-06` prices as `gpt-4o`),
+among the models that price the record's provider only: a top-level price never prices an
+Anthropic record. A `providers: azure:` section adds to and overrides the top-level models
+for Azure alone (regional deployments cost more); `providers: openai:` is refused, as the
+top-level models are OpenAI's.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 
 import yaml
 
 from .errors import PricingError
 from .types import Usage
+from .yaml_nodes import NodeChecker
 
-_TOP_KEYS = {"currency", "unit_tokens", "exchange_rates", "models"}
+DEFAULT_PROVIDER = "openai"
+# A provider name as routes give it: "anthropic", "google", "x-ai", "my-vllm"...
+PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # as records keep it: at most 64 characters
+TOP_LEVEL_PROVIDERS = frozenset({"openai", "azure"})  # priced by the top-level `models:`
+_TOP_KEYS = {"currency", "unit_tokens", "exchange_rates", "models", "providers"}
 _PRICE_KEYS = {"input", "cached_input", "cache_write", "output"}
 _MODEL_KEYS = _PRICE_KEYS | {"aliases"}
 
@@ -40,18 +54,15 @@ class ModelPrice:
 
 
 @dataclass(frozen=True)
-class PriceTable:
-    """One validated pricing file. `version` is a short hash of its text, stored with each record."""
+class PriceSection:
+    """The models that price one provider's records, and their aliases."""
 
     models: Mapping[str, ModelPrice]
-    currency: str = "USD"
-    unit_tokens: int = 1_000_000
-    exchange_rates: Mapping[str, Decimal] = field(default_factory=dict)
     aliases: Mapping[str, str] = field(default_factory=dict)
-    version: str = "none"
 
     def resolve(self, model: str) -> str | None:
-        """The model key that prices `model`, or None when the file does not price it."""
+        """The model key that prices `model`: exact key, alias, then the longest key that is a
+        prefix of it followed by "-"; None when none does."""
         if model in self.models:
             return model
         if model in self.aliases:
@@ -63,12 +74,58 @@ class PriceTable:
             cut = model.rfind("-", 0, cut)
         return None
 
-    def cost(self, model: str | None, usage: Usage) -> Decimal | None:
-        """Exact cost of `usage` on `model` in `currency`, or None when the model is unpriced."""
-        key = self.resolve(model) if model else None
-        if key is None:
+
+@dataclass(frozen=True)
+class PriceTable:
+    """One validated pricing file. `version` is a short hash of its text, stored with each record.
+
+    `models` and `aliases` are the top-level ones (providers openai and azure); `providers`
+    holds the `providers:` sections as written. `section()` says which prices a provider gets.
+    """
+
+    models: Mapping[str, ModelPrice]
+    currency: str = "USD"
+    unit_tokens: int = 1_000_000
+    exchange_rates: Mapping[str, Decimal] = field(default_factory=dict)
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    version: str = "none"
+    providers: Mapping[str, PriceSection] = field(default_factory=dict)
+    _sections: dict[str, PriceSection] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        top = PriceSection(self.models, self.aliases)
+        sections = {**self.providers, "openai": top, "azure": top}
+        if "azure" in self.providers:
+            azure = self.providers["azure"]
+            kept = {alias: key for alias, key in self.aliases.items() if alias not in azure.models}
+            sections["azure"] = PriceSection({**self.models, **azure.models}, {**kept, **azure.aliases})
+        object.__setattr__(self, "_sections", sections)  # built once per file, not per request
+
+    def section(self, provider: str = DEFAULT_PROVIDER) -> PriceSection | None:
+        """The models that price `provider`'s records: the top-level ones for openai and azure
+        (a `providers: azure:` section's entries over them), the provider's own section for any
+        other provider, None when the file has none for it."""
+        return self._sections.get(provider)
+
+    def resolve(self, model: str, *, provider: str = DEFAULT_PROVIDER) -> str | None:
+        """The model key that prices `model` for `provider`, or None when the file does not price it."""
+        section = self._sections.get(provider)
+        return section.resolve(model) if section is not None else None
+
+    def price_of(self, model: str, *, provider: str = DEFAULT_PROVIDER) -> tuple[str, ModelPrice] | None:
+        """The key that prices `model` for `provider` and its prices, or None."""
+        section = self._sections.get(provider)
+        key = section.resolve(model) if section is not None else None
+        if section is None or key is None:
             return None
-        return cost_of(self.models[key], usage, unit_tokens=self.unit_tokens)
+        return key, section.models[key]
+
+    def cost(self, model: str | None, usage: Usage, *, provider: str = DEFAULT_PROVIDER) -> Decimal | None:
+        """Exact cost of `usage` on `model` in `currency`, or None when the model is unpriced."""
+        found = self.price_of(model, provider=provider) if model else None
+        if found is None:
+            return None
+        return cost_of(found[1], usage, unit_tokens=self.unit_tokens)
 
     def rate(self, currency: str) -> Decimal | None:
         """Units of `currency` per unit of the file's currency, or None when no rate is known."""
@@ -110,35 +167,23 @@ def load_pricing(path: Path) -> PriceTable:
 
 def parse_pricing(text: str, *, source: str = "pricing.yaml") -> PriceTable:
     """Validate pricing YAML; raises `PricingError` listing `source:line: problem` for each fault."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        raise PricingError([f"{source}:{line}: not valid YAML: {exc.problem or exc}"]) from None
-    except yaml.YAMLError as exc:
-        raise PricingError([f"{source}: not valid YAML: {exc}"]) from None
-    checker = _Checker(source)
-    table = checker.table(root, version=hashlib.sha256(text.encode()).hexdigest()[:12])
-    if checker.problems:
-        raise PricingError(checker.problems)
+    reader = _Reader(source)
+    root = reader.compose(text)
+    if reader.problems:
+        raise PricingError(reader.problems)
+    table = reader.table(root, version=hashlib.sha256(text.encode()).hexdigest()[:12])
+    if reader.problems:
+        raise PricingError(reader.problems)
     assert table is not None
     return table
 
 
-class _Checker:
-    """Walks the composed YAML nodes, which keep their line numbers, collecting problems."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.problems: list[str] = []
-
-    def fail(self, node: yaml.Node, message: str) -> None:
-        self.problems.append(f"{self.source}:{node.start_mark.line + 1}: {message}")
+class _Reader(NodeChecker):
+    """Walks the composed pricing file, collecting problems."""
 
     def table(self, root: yaml.Node | None, *, version: str) -> PriceTable | None:
         if not isinstance(root, yaml.MappingNode):
-            self.problems.append(f"{self.source}:1: the pricing file must be a mapping with a 'models' key")
+            self.fail(None, "the pricing file must be a mapping with a 'models' key")
             return None
         top = self.mapping(root, "the file", allowed=_TOP_KEYS)
         currency = "USD"
@@ -148,53 +193,77 @@ class _Checker:
         if "unit_tokens" in top:
             unit_tokens = self.positive_int(top["unit_tokens"], "unit_tokens")
         rates: dict[str, Decimal] = {}
-        if "exchange_rates" in top:
-            rates_node = top["exchange_rates"]
-            for name, node in self.mapping(rates_node, "exchange_rates").items():
-                self.currency(node, f"exchange_rates.{name}", code=name)
-                rate = self.number(node, f"exchange_rates.{name}")
-                if rate is not None and rate <= 0:
-                    self.fail(node, f"exchange_rates.{name}: must be greater than 0")
-                rates[name.upper()] = rate or Decimal(1)
-        if "models" not in top:
+        for name, node in self.mapping(top.get("exchange_rates"), "exchange_rates").items():
+            self.currency(node, f"exchange_rates.{name}", code=name)
+            rate = self.number(node, f"exchange_rates.{name}")
+            if rate is not None and rate <= 0:
+                self.fail(node, f"exchange_rates.{name}: must be greater than 0")
+            rates[name.upper()] = rate or Decimal(1)
+        if "models" not in top and "providers" not in top:
             self.fail(root, "missing 'models': list the models to price, e.g. models: {gpt-4o: {input: 2.50}}")
+        main = self.section(top.get("models"), "models")
+        return PriceTable(
+            models=main.models, currency=currency, unit_tokens=unit_tokens, exchange_rates=rates,
+            aliases=main.aliases, version=version, providers=self.providers(top.get("providers"), main),
+        )
+
+    def providers(self, node: yaml.Node | None, main: PriceSection) -> dict[str, PriceSection]:
+        sections: dict[str, PriceSection] = {}
+        for name, key_node, value in self.entries(node, "providers"):
+            what = f"providers.{name}"
+            self.matching(name, key_node, what, pattern=PROVIDER_NAME,
+                          rule="a provider name is lowercase letters, digits, '-', '.' and '_'")
+            if name == "openai":
+                self.fail(key_node, f"{what}: the top-level 'models' price openai; list these models there")
+                continue
+            fields = self.mapping(value, what, allowed={"models"})
+            if isinstance(value, yaml.MappingNode) and "models" not in fields:
+                self.fail(value, f"{what}: missing 'models': list the models to price, "
+                          "e.g. models: {claude-sonnet-4-5: {input: 3.00, output: 15.00}}")
+            # Azure's entries join the top-level ones: none of its aliases may hide one of those.
+            sections[name] = self.section(fields.get("models"), f"{what}.models",
+                                          shadowed=main.models if name == "azure" else {})
+        return sections
+
+    def section(self, node: yaml.Node | None, what: str, *,
+                shadowed: Mapping[str, ModelPrice] | None = None) -> PriceSection:
         models: dict[str, ModelPrice] = {}
         aliases: dict[str, str] = {}
-        for name, node in self.mapping(top.get("models"), "models").items():
-            price, names = self.model(name, node)
+        alias_nodes: list[tuple[str, str, yaml.Node]] = []
+        for name, _, value in self.entries(node, what):
+            price, names = self.model(f"{what}.{name}", value)
             if price is not None:
                 models[name] = price
             for alias, alias_node in names:
                 if alias in aliases or alias == name:
-                    self.fail(alias_node, f"models.{name}.aliases: {alias!r} is already a name or alias")
+                    self.fail(alias_node, f"{what}.{name}.aliases: {alias!r} is already a name or alias")
                 aliases[alias] = name
-        for alias in aliases:
-            if alias in models:
-                self.fail(root, f"alias {alias!r} is also a model key; remove one of them")
-        return PriceTable(
-            models=models, currency=currency, unit_tokens=unit_tokens, exchange_rates=rates,
-            aliases=aliases, version=version,
-        )
+                alias_nodes.append((alias, name, alias_node))
+        for alias, name, alias_node in alias_nodes:
+            if alias in models or alias in (shadowed or {}):
+                self.fail(alias_node, f"{what}.{name}.aliases: alias {alias!r} is also a model key; "
+                          "remove one of them")
+        return PriceSection(models, aliases)
 
-    def model(self, name: str, node: yaml.Node) -> tuple[ModelPrice | None, list[tuple[str, yaml.Node]]]:
-        fields = self.mapping(node, f"models.{name}", allowed=_MODEL_KEYS)
+    def model(self, what: str, node: yaml.Node) -> tuple[ModelPrice | None, list[tuple[str, yaml.Node]]]:
+        fields = self.mapping(node, what, allowed=_MODEL_KEYS)
         if not isinstance(node, yaml.MappingNode):
             return None, []
         if "input" not in fields:
-            self.fail(node, f"models.{name}: missing 'input' (price per unit_tokens input tokens)")
+            self.fail(node, f"{what}: missing 'input' (price per unit_tokens input tokens)")
         prices: dict[str, Decimal | None] = {}
         for key in _PRICE_KEYS & fields.keys():
-            value = self.number(fields[key], f"models.{name}.{key}")
+            value = self.number(fields[key], f"{what}.{key}")
             if value is not None and value < 0:
-                self.fail(fields[key], f"models.{name}.{key}: a price cannot be negative")
+                self.fail(fields[key], f"{what}.{key}: a price cannot be negative")
             prices[key] = value
         names: list[tuple[str, yaml.Node]] = []
         if "aliases" in fields:
             listed = fields["aliases"]
             if isinstance(listed, yaml.SequenceNode):
-                names = [(self.string(item, f"models.{name}.aliases"), item) for item in listed.value]
+                names = [(self.string(item, f"{what}.aliases"), item) for item in listed.value]
             else:
-                self.fail(listed, f"models.{name}.aliases: must be a list, e.g. [chatgpt-4o-latest]")
+                self.fail(listed, f"{what}.aliases: must be a list, e.g. [chatgpt-4o-latest]")
         if any(value is None for value in prices.values()) or "input" not in prices:
             return None, names
         return ModelPrice(
@@ -204,55 +273,9 @@ class _Checker:
             cache_write=prices.get("cache_write"),
         ), names
 
-    def mapping(self, node: yaml.Node | None, what: str, *, allowed: set[str] | None = None) -> dict[str, yaml.Node]:
-        if node is None:
-            return {}
-        if not isinstance(node, yaml.MappingNode):
-            self.fail(node, f"{what}: must be a mapping of names to values")
-            return {}
-        out: dict[str, yaml.Node] = {}
-        for key_node, value_node in node.value:
-            key = self.string(key_node, what)
-            if key in out:
-                self.fail(key_node, f"{what}: {key!r} appears twice")
-            elif allowed is not None and key not in allowed:
-                self.fail(key_node, f"{what}: unknown key {key!r} (expected one of {', '.join(sorted(allowed))})")
-            out[key] = value_node
-        return out
-
     def currency(self, node: yaml.Node, what: str, *, code: str | None = None) -> str:
         """A currency code: 3 to 8 letters, such as USD or EUR."""
         text = (code if code is not None else self.string(node, what)).upper()
         if not (3 <= len(text) <= 8 and text.isascii() and text.isalpha()):
             self.fail(node, f"{what}: a currency code is 3 to 8 letters, such as USD or EUR; got {text!r}")
         return text
-
-    def string(self, node: yaml.Node, what: str) -> str:
-        if not isinstance(node, yaml.ScalarNode) or not node.value:
-            self.fail(node, f"{what}: expected a name")
-            return ""
-        return str(node.value)
-
-    def number(self, node: yaml.Node, what: str) -> Decimal | None:
-        # A quoted scalar is text, even when it spells a number: '1.5' is a typo to report.
-        value = None
-        if isinstance(node, yaml.ScalarNode) and node.style not in ("'", '"'):
-            try:
-                value = Decimal(node.value.replace("_", ""))
-            except InvalidOperation:
-                value = None
-        if value is None or not value.is_finite():
-            shown = node.value if isinstance(node, yaml.ScalarNode) else "a collection"
-            self.fail(node, f"{what}: expected a number, got {shown!r}")
-            return None
-        return value
-
-    def positive_int(self, node: yaml.Node, what: str) -> int:
-        value = self.number(node, what)
-        if value is None:
-            return 1
-        if value <= 0 or value != value.to_integral_value():
-            self.fail(node, f"{what}: must be a whole number greater than 0")
-            return 1
-        return int(value)
-
