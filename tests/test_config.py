@@ -56,3 +56,46 @@ def test_a_bad_setting_is_named_in_the_error(environ: dict[str, str], named: str
 def test_an_upstream_url_is_a_plain_base_url(upstream: str) -> None:
     with pytest.raises(ConfigError, match="TOKENMETER_UPSTREAM"):
         Settings.load(environ={"TOKENMETER_UPSTREAM": upstream})
+
+
+def test_the_forward_proxy_comes_from_the_standard_variables_lowercase_first() -> None:
+    environ = {"HTTPS_PROXY": "http://upper:1", "https_proxy": "http://lower:2", "HTTP_PROXY": "proxy:3128",
+               "NO_PROXY": "localhost, .internal", "TOKENMETER_NO_PROXY": "ignored"}
+    settings = Settings.load(environ=environ)
+    assert (settings.https_proxy, settings.http_proxy, settings.no_proxy) == (
+        "http://lower:2", "proxy:3128", "localhost, .internal")
+    assert Settings.load(environ={"HTTPS_PROXY": "http://upper:1", "https_proxy": ""}).https_proxy is None
+    assert "HTTPS_PROXY" not in str(settings.to_environ())  # workers inherit the variables themselves
+
+
+def test_a_proxy_password_is_never_shown() -> None:
+    settings = Settings.load(environ={"HTTPS_PROXY": "http://alice:s3cret@proxy:3128"})
+    assert "s3cret" not in repr(settings)
+    with pytest.raises(ConfigError) as caught:
+        Settings.load(environ={"https_proxy": "https://alice:s3cret@proxy:3128"})
+    assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("environ", "says"), [
+    ({"HTTPS_PROXY": "https://proxy:3128"}, "HTTPS_PROXY .* https:// proxies are not supported, only http:// ones"),
+    ({"http_proxy": "socks5://proxy:1080"}, "HTTP_PROXY .* socks5:// proxies are not supported"),
+    ({"HTTPS_PROXY": "http://proxy"}, "HTTPS_PROXY .* names no host and port"),
+    ({"HTTPS_PROXY": "http://proxy:99999"}, "HTTPS_PROXY .* not a URL"),
+    ({"HTTPS_PROXY": "http://proxy:3128/path"}, "HTTPS_PROXY .* has a path"),
+])
+def test_a_proxy_url_must_be_an_http_proxy_with_a_port(environ: dict[str, str], says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        Settings.load(environ=environ)
+
+
+def test_the_ca_bundle_must_be_a_readable_pem_file(tmp_path: Path) -> None:
+    for path, says in ((tmp_path / "missing.pem", "No such file"), (tmp_path, "Is a directory")):
+        with pytest.raises(ConfigError, match=f"TOKENMETER_UPSTREAM_CA_BUNDLE must name a readable PEM file.*{says}"):
+            Settings.load(environ={"TOKENMETER_UPSTREAM_CA_BUNDLE": str(path)})
+    (tmp_path / "key.pem").write_text("-----BEGIN PRIVATE KEY-----\n...\n")
+    with pytest.raises(ConfigError, match=r"TOKENMETER_UPSTREAM_CA_BUNDLE names .* which holds no PEM certificate"):
+        Settings.load(environ={"TOKENMETER_UPSTREAM_CA_BUNDLE": str(tmp_path / "key.pem")})
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n...\n")
+    settings = Settings.load(environ={"TOKENMETER_UPSTREAM_CA_BUNDLE": str(tmp_path / "ca.pem")})
+    assert settings.upstream_ca_bundle == tmp_path / "ca.pem"
+    assert Settings.load(environ=settings.to_environ()) == settings

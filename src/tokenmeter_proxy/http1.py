@@ -1,6 +1,6 @@
-"""A lean HTTP/1.1 client for the one upstream: a keep-alive pool of asyncio connections
-(`http1_connection.py`) parsed by httptools, and nothing else (no proxies, cookies, redirects or
-decompression: bytes pass as they are).
+"""A lean HTTP/1.1 client for one upstream origin: a keep-alive pool of asyncio connections
+(`http1_connection.py`) parsed by httptools, optionally through a forward proxy
+(`http1_tunnel.py`), and nothing else (no cookies, redirects or decompression: bytes pass as they are).
 
     Http1Upstream   the pool: idle connections (LIFO), a cap on open ones, send()
 """
@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from .errors import UpstreamError, UpstreamTimeout
 from .http1_connection import Body, Connection, Headers, Http1Response, StaleConnection
+from .http1_tunnel import ForwardProxy, open_tunnel
 
 _SET_BY_US = frozenset({b"host", b"content-length", b"transfer-encoding"})
 _NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})  # no `content-length: 0` when empty
@@ -24,12 +25,13 @@ class Http1Upstream:
 
     `read_timeout` is the longest silence while awaiting the response or its next bytes;
     `write_timeout` the longest the upstream may leave request bytes unread. Connections
-    idle longer than `keepalive_expiry` seconds are closed."""
+    idle longer than `keepalive_expiry` seconds are closed. With `proxy`, an https origin is
+    reached through a CONNECT tunnel and an http one is sent requests in absolute form."""
 
     def __init__(
         self, origin: str, *, connect_timeout: float = 10.0, read_timeout: float = 600.0,
         write_timeout: float = 60.0, max_connections: int = 1000, keepalive_expiry: float = 15.0,
-        ssl_context: ssl.SSLContext | None = None,
+        ssl_context: ssl.SSLContext | None = None, proxy: ForwardProxy | None = None,
     ) -> None:
         parts = urlsplit(origin)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
@@ -40,6 +42,8 @@ class Http1Upstream:
         self.port = parts.port or default_port
         name = f"[{self.host}]" if ":" in self.host else self.host
         self.host_header = (name if self.port == default_port else f"{name}:{self.port}").encode("idna")
+        self._authority = f"{name}:{self.port}".encode("idna")  # what a CONNECT asks for
+        self._use_proxy(proxy, https=parts.scheme == "https")
         if parts.scheme == "https" and ssl_context is None:
             ssl_context = ssl.create_default_context()
             ssl_context.set_alpn_protocols(["http/1.1"])
@@ -54,6 +58,19 @@ class Http1Upstream:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._sweeper: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _use_proxy(self, proxy: ForwardProxy | None, *, https: bool) -> None:
+        self.proxy = proxy
+        self.tunnel = proxy is not None and https
+        self._via = f" through the forward proxy {proxy.address} ({proxy.variable})" if proxy else ""
+        # Precomputed, so that a request costs the same with or without a proxy: an http origin
+        # behind a proxy is asked `POST http://host/path`, with the proxy's credentials.
+        self._absolute = b"http://" + self.host_header if proxy is not None and not https else b""
+        self._request_rest = b" HTTP/1.1\r\nhost: " + self.host_header
+        self._head_lines = 3  # request line, host, the blank line
+        if self._absolute and proxy is not None and proxy.authorization is not None:
+            self._request_rest += b"\r\nproxy-authorization: " + proxy.authorization
+            self._head_lines += 1
 
     @property
     def open(self) -> int:
@@ -88,7 +105,7 @@ class Http1Upstream:
     def _head(self, method: str, target: bytes, headers: Headers, body: Body) -> tuple[bytes, int | None]:
         """The request line and headers, and for a streamed body the length it declares (None:
         chunked). `host` and the body's framing are ours to set."""
-        parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\nhost: ", self.host_header]
+        parts = [method.encode("ascii"), b" ", self._absolute, target, self._request_rest]
         length = None
         for name, value in headers:
             lowered = name.lower()
@@ -97,7 +114,7 @@ class Http1Upstream:
                     length = value
                 continue
             parts += (b"\r\n", name, b": ", value)
-        lines = (len(parts) - 5) // 4 + 3  # request line, host, the others, the blank line
+        lines = (len(parts) - 5) // 4 + self._head_lines  # ours, and one per header
         if isinstance(body, bytes):
             if body or method not in _NO_BODY_METHODS:
                 parts.append(b"\r\ncontent-length: %d" % len(body))
@@ -135,22 +152,40 @@ class Http1Upstream:
         connection = Connection(self, loop)
         self.connections.add(connection)
         try:
-            async with asyncio.timeout(self.connect_timeout):
-                transport, _ = await loop.create_connection(
-                    lambda: connection, self.host, self.port, ssl=self.ssl_context,
-                    server_hostname=self.host if self.ssl_context is not None else None,
-                )
+            async with asyncio.timeout(self.connect_timeout):  # the proxy's handshake and TLS's included
+                transport = await self._open(loop, connection)
         except TimeoutError:
             connection.close()
-            raise UpstreamTimeout(f"no connection to {self.origin} within {self.connect_timeout:g} s") from None
+            raise UpstreamTimeout(f"no connection to {self.origin}{self._via} within "
+                                  f"{self.connect_timeout:g} s") from None
+        except ssl.SSLCertVerificationError as exc:
+            connection.close()
+            raise UpstreamError(_unverified(self.origin, exc)) from exc
         except OSError as exc:
             connection.close()
-            raise UpstreamError(f"cannot connect to {self.origin}: {type(exc).__name__}: {exc}") from exc
+            if self.proxy is not None and not self.tunnel:  # the connection was to the proxy
+                raise self.proxy.unreachable(exc) from exc
+            raise UpstreamError(f"cannot connect to {self.origin}{self._via}: {type(exc).__name__}: {exc}") from exc
         except BaseException:
             connection.close()
             raise
         connection.transport = transport  # uvloop calls connection_made() only on its next turn
         return connection
+
+    async def _open(self, loop: asyncio.AbstractEventLoop, connection: Connection) -> asyncio.Transport:
+        """A transport to the origin (through a tunnel), or to the proxy (absolute form), for `connection`."""
+        server_hostname = self.host if self.ssl_context is not None else None
+        if self.tunnel:
+            assert self.proxy is not None
+            sock = await open_tunnel(loop, self.proxy, self._authority)
+            # from here the loop owns the socket, and closes it if TLS fails or is cancelled
+            transport, _ = await loop.create_connection(lambda: connection, sock=sock, ssl=self.ssl_context,
+                                                        server_hostname=server_hostname)
+        else:
+            host, port = (self.proxy.host, self.proxy.port) if self.proxy is not None else (self.host, self.port)
+            transport, _ = await loop.create_connection(lambda: connection, host, port, ssl=self.ssl_context,
+                                                        server_hostname=server_hostname)
+        return transport
 
     def _bind(self) -> asyncio.AbstractEventLoop:
         # The pool belongs to the loop that first uses it (the app is built before its loop runs).
@@ -211,3 +246,16 @@ class Http1Upstream:
             self.idle[0].close()
         if self.idle:
             self._sweeper = self._loop.call_at(self.idle[0].idle_since + self.keepalive_expiry, self._sweep)
+
+
+def _unverified(origin: str, exc: ssl.SSLCertVerificationError) -> str:
+    """What a certificate that failed verification means, and what to do about it."""
+    if exc.verify_code == 62:  # X509_V_ERR_HOSTNAME_MISMATCH
+        hint = "it was issued for another name: check the host in the upstream URL"
+    elif exc.verify_code == 10:  # X509_V_ERR_CERT_HAS_EXPIRED
+        hint = "it has expired, or this machine's clock is wrong"
+    else:
+        hint = ("if a private certificate authority signed it (or a proxy that inspects TLS re-signs it), "
+                "name that authority's PEM file in TOKENMETER_UPSTREAM_CA_BUNDLE")
+    return (f"the certificate of {origin} could not be verified ({exc.verify_message}, "
+            f"CERTIFICATE_VERIFY_FAILED): {hint}")
