@@ -139,7 +139,7 @@ def test_demo_data_prune_and_reprice_from_the_command_line(database_url: str, pr
     everything = repository.totals(Filters())
     assert everything.requests == 3000
     assert {record.usage_source for record in repository.records(Filters(), limit=50)} == {"demo"}
-    window = sum((figures for _, _, figures in repository.window(Filters(since=dt.datetime(2000, 1, 1,
+    window = sum((figures for _, _, _, figures in repository.window(Filters(since=dt.datetime(2000, 1, 1,
                                                                                            tzinfo=dt.UTC)))),
                  start=type(everything)())
     assert window == everything  # the rollups were rebuilt from the bulk load

@@ -21,7 +21,8 @@ TOTALS_KEYS = {"requests", "input_tokens", "cached_input_tokens", "output_tokens
                "unpriced_requests", "estimated_requests"}  # the last: so nobody mistakes an estimate for a bill
 RECORD_KEYS = {"id", "created_at", "session_id", "user_id", "api_key_id", "endpoint", "model", "input_tokens",
                "cached_input_tokens", "output_tokens", "reasoning_tokens", "total_tokens", "cost", "currency",
-               "price_version", "usage_source", "status_code", "streamed", "latency_ms", "price_source"}
+               "price_version", "usage_source", "status_code", "streamed", "latency_ms", "price_source", "provider",
+               "route"}
 ENDPOINTS = ["/api/usage/stats", "/api/usage/sessions", "/api/usage/sessions/s-1", "/api/usage/records"]
 
 
@@ -61,7 +62,7 @@ async def test_without_a_configured_token_the_admin_api_stays_locked(settings: S
 
 async def test_stats_have_the_contract_shape(api: httpx.AsyncClient) -> None:
     stats = (await api.get("/api/usage/stats")).json()
-    assert set(stats) == {"period", "currency", "totals", "daily", "by_model"}
+    assert set(stats) == {"period", "currency", "totals", "daily", "by_model", "by_provider"}
     assert (stats["period"], stats["currency"]) == ("7d", "USD")
     assert set(stats["totals"]) == TOTALS_KEYS
     assert stats["totals"]["requests"] == 3 and stats["totals"]["unpriced_requests"] == 1

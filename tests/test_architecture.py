@@ -9,24 +9,32 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tokenmeter_proxy"
-PURE = ["types", "errors", "config", "pricing", "tokens", "sse", "usage", "request_body", "budgets", "catalog",
-        "reconciliation", "access"]
+PURE = ["types", "errors", "config", "pricing", "tokens", "sse", "identity", "routes", "budgets", "catalog",
+        "reconciliation", "access", "yaml_nodes", "providers", "providers.base", "providers.openai",
+        "providers.anthropic", "providers.gemini"]
 IO_LIBRARIES = {"starlette", "httpx", "sqlmodel", "sqlalchemy", "psycopg", "uvicorn", "anyio", "aiohttp", "alembic"}
 WEB = ["middleware", "proxy", "api", "budgets_api", "ops", "reconciliation_api", "auth", "dashboard.routes"]
 
 
 def imports(module: str) -> set[str]:
-    """Top-level names a module imports: libraries by name, our modules as '.name'."""
-    tree = ast.parse((PACKAGE / f"{module.replace('.', '/')}.py").read_text())
+    """Top-level names a module imports: libraries by name, our modules as '.dotted.name' (relative
+    imports resolved from the module's own package; a package is its __init__)."""
+    parts = module.split(".")
+    source = PACKAGE / f"{module.replace('.', '/')}.py"
+    if not source.exists():
+        source, parts = PACKAGE / module.replace(".", "/") / "__init__.py", [*parts, "__init__"]
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(source.read_text())):
         if isinstance(node, ast.Import):
             found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            found.add((node.module or "").split(".")[0])
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                found.add("." + (node.module or "").split(".")[0])
-            else:
-                found.add((node.module or "").split(".")[0])
+            base = parts[:len(parts) - node.level]
+            if node.module:
+                found.add("." + ".".join([*base, *node.module.split(".")]))
+            else:  # `from .. import tokens`
+                found.update("." + ".".join([*base, alias.name]) for alias in node.names)
     return found
 
 

@@ -130,8 +130,8 @@ def test_metrics_and_health(proxy: Proxy) -> None:
     assert httpx.get(f"{proxy.url}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{proxy.url}/readyz").json()["status"] == "ready"
     metrics = httpx.get(f"{proxy.url}/metrics").text
-    assert 'tokenmeter_requests_total{endpoint="chat/completions",status="200"}' in metrics
-    assert 'tokenmeter_tokens_total{direction="input",model="gpt-4o"}' in metrics
+    assert 'tokenmeter_requests_total{endpoint="chat/completions",provider="openai",status="200"}' in metrics
+    assert 'tokenmeter_tokens_total{direction="input",model="gpt-4o",provider="openai"}' in metrics
     assert "tokenmeter_request_duration_seconds_bucket" in metrics and "tokenmeter_cost_total" in metrics
 
 

@@ -20,8 +20,8 @@ from conftest import _migrate as migrate
 from tokenmeter_proxy.app import create_app
 from tokenmeter_proxy.config import Settings
 from tokenmeter_proxy.openapi import admin_openapi
+from tokenmeter_proxy.providers.openai import StreamReader
 from tokenmeter_proxy.sse import SSEDecoder
-from tokenmeter_proxy.usage import StreamReader
 
 OPERATIONS = [result.ok() for result in schemathesis.openapi.from_dict(admin_openapi()).get_all_operations()]
 # CPython 3.11.7 can fail to parse a module that is first imported deep inside a call stack

@@ -19,6 +19,7 @@ from fake_upstream import FakeUpstream
 from tokenmeter_proxy.app import create_app
 from tokenmeter_proxy.config import Settings
 from tokenmeter_proxy.proxy import ForwardingApp
+from tokenmeter_proxy.routes import builtin_route
 from tokenmeter_proxy.tokens import count_text
 
 pytestmark = pytest.mark.anyio
@@ -314,7 +315,8 @@ class _OneChunk:
 
 async def test_a_finished_request_leaves_no_reference_cycles() -> None:
     """Collecting cycles pauses every stream; a request used to leave ~35 objects in them."""
-    app = ForwardingApp(_OneChunk(), base_path=b"/v1")  # type: ignore[arg-type]
+    one = _OneChunk()
+    app = ForwardingApp(lambda route: one, route=builtin_route("http://upstream.test/v1", api_key=None))  # type: ignore[arg-type,return-value]
 
     async def one_request() -> list[dict[str, Any]]:
         sent: list[dict[str, Any]] = []

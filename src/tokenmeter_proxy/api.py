@@ -21,9 +21,9 @@ from starlette.routing import Route
 from . import reports
 from .catalog import Catalog, price
 from .errors import BadRequest
+from .identity import UserIds, clean_identity, clean_model
 from .metering import new_request_id
-from .pricing import PriceTable, money_text
-from .request_body import UserIds, clean_identity, clean_model
+from .pricing import PROVIDER_NAME, PriceTable, money_text
 from .storage.maintenance import erase_user
 from .storage.repository import Cursor, Filters, Repository
 from .types import Clock, Usage, UsageRecord
@@ -62,12 +62,12 @@ class AdminAPI:
         """Totals, daily figures and per-model figures for a period."""
         period = text_param(request, "period") or "7d"
         currency, model = text_param(request, "currency"), text_param(request, "model")
-        session_id = text_param(request, "session_id")
+        session_id, provider = text_param(request, "session_id"), text_param(request, "provider")
         user_id = self.user_ids.stored(text_param(request, "user_id"))
-        return JSONResponse(await self._cached(("stats", period, currency, session_id, user_id, model),
+        return JSONResponse(await self._cached(("stats", period, currency, session_id, user_id, model, provider),
                                                lambda: reports.usage_stats(
             self.repository, self.prices(), period=period, now=self.clock(), currency=currency,
-            session_id=session_id, user_id=user_id, model=model)))
+            session_id=session_id, user_id=user_id, model=model, provider=provider)))
 
     async def sessions(self, request: Request) -> Response:
         """Sessions, most recently active first; `q` finds those whose id starts with it, or
@@ -84,10 +84,10 @@ class AdminAPI:
         period = text_param(request, "period") or "7d"
         by = text_param(request, "by") or "session"
         limit = int_param(request, "limit", default=10, maximum=100)
-        currency = text_param(request, "currency")
-        return JSONResponse(await self._cached(("top", period, by, limit, currency), lambda: reports.top_page(
+        currency, provider = text_param(request, "currency"), text_param(request, "provider")
+        return JSONResponse(await self._cached(("top", period, by, limit, currency, provider), lambda: reports.top_page(
             self.repository, self.prices(), by=by, period=period, now=self.clock(), limit=limit,
-            currency=currency)))
+            currency=currency, provider=provider)))
 
     async def session(self, request: Request) -> Response:
         """One session's totals and records."""
@@ -123,7 +123,7 @@ class AdminAPI:
         filters = Filters(since=self.clock() - reports.parse_period(period),
                           session_id=text_param(request, "session_id"),
                           user_id=self.user_ids.stored(text_param(request, "user_id")),
-                          model=text_param(request, "model"))
+                          model=text_param(request, "model"), provider=text_param(request, "provider"))
         name = f"tokenmeter-usage-{self.clock():%Y-%m-%d}-{period}.csv"
         return StreamingResponse(self._csv(filters), media_type="text/csv; charset=utf-8",
                                  headers={"content-disposition": f'attachment; filename="{name}"'})
@@ -161,6 +161,7 @@ class AdminAPI:
             since=time_param(request, "since"), until=time_param(request, "until"),
             session_id=text_param(request, "session_id"),
             user_id=self.user_ids.stored(text_param(request, "user_id")), model=text_param(request, "model"),
+            provider=text_param(request, "provider"),
         )
         if filters.since and filters.until and filters.since > filters.until:
             raise BadRequest("since must not be after until", param="since")
@@ -169,6 +170,10 @@ class AdminAPI:
     def _reported(self, body: dict[str, Any]) -> UsageRecord:
         session_id = _required_text(body, "session_id")
         model = clean_model(_required_text(body, "model"))
+        provider = body.get("provider", "openai")
+        if not isinstance(provider, str) or not PROVIDER_NAME.fullmatch(provider):
+            raise BadRequest("provider must be a provider name such as openai, anthropic or google "
+                             "(lowercase letters, digits, '.', '_' and '-')", param="provider")
         user = body.get("user_id")
         if user is not None and not isinstance(user, str):
             raise BadRequest("user_id must be a string", param="user_id")
@@ -179,13 +184,13 @@ class AdminAPI:
             raise BadRequest("cached_input_tokens are part of input_tokens and cannot exceed them",
                              param="cached_input_tokens")
         table = self.prices()
-        priced = price(table, self.catalog, model, usage)
+        priced = price(table, self.catalog, model, usage, provider=provider)
         return UsageRecord(
             id=new_request_id(), created_at=self.clock(), session_id=clean_identity(session_id),
             user_id=self.user_ids.stored(clean_identity(user) if user else None), api_key_id=None,
             endpoint="reported", model=model, usage=usage, cost=priced.cost, currency=table.currency,
             price_version=table.version, usage_source="reported", status_code=None, streamed=False, latency_ms=0,
-            price_source=priced.source,
+            price_source=priced.source, provider=provider, route=None,
         )
 
 

@@ -17,10 +17,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route, Router
 
+from . import routes as routing
 from . import tokens, vocabularies
 from .access import FailureLimiter, Signer
 from .api import AdminAPI
-from .asgi import Receive, Scope, Send
+from .asgi import ROUTE, Receive, Scope, Send
 from .auth import RequireAdminToken
 from .budgeting import BudgetGate
 from .budgets_api import BudgetsAPI
@@ -28,16 +29,16 @@ from .catalog import Catalog
 from .config import Settings
 from .dashboard.routes import Dashboard
 from .errors import BadRequest, ConfigError, ProviderError, openai_error
+from .identity import UserIds
 from .metering import Meter
 from .metrics import Metrics
 from .middleware import TokenMeterMiddleware
 from .openai_usage import UsageAPI
 from .openapi import admin_openapi
 from .ops import Operations
-from .pricebook import PriceBook
 from .proxy import ForwardingApp
 from .reconciliation_api import ReconciliationAPI
-from .request_body import UserIds
+from .routes import builtin_route
 from .storage.budget_store import BudgetStore
 from .storage.engine import engine_from_url
 from .storage.migrate import schema_behind
@@ -46,31 +47,43 @@ from .storage.repository import Repository
 from .storage.spool import Spool
 from .storage.writer import RecordWriter
 from .types import Clock, utc_now
-from .upstream import Upstream, base_path, create_upstream
+from .upstream import UpstreamPools
+from .watched import PriceBook, RouteBook
 from .web import JSONResponse
 
 log = logging.getLogger(__name__)
 
-PROXY_PREFIX = "/v1"
-
 
 class TokenMeterApp:
-    """The ASGI app: `/v1/*` goes straight to the metered forwarder (no routing layers on the
-    hot path); everything else to the Starlette app (admin API, health, metrics, lifespan)."""
+    """The ASGI app: `/v1/*` and `/<route>/*` go straight to the metered forwarder, with their
+    route in the scope (no routing layers on the hot path); everything else to the Starlette app
+    (admin API, dashboard, health, metrics, lifespan), which answers a path under no route with a
+    404 JSON error."""
 
     def __init__(self, proxy: TokenMeterMiddleware, admin: Starlette, *, writer: RecordWriter,
-                 prices: PriceBook, client: Upstream) -> None:
+                 prices: PriceBook, routes: RouteBook, builtin: routing.Route) -> None:
         self.proxy = proxy
         self.admin = admin
         self.writer = writer
         self.prices = prices
-        self.client = client
+        self.routes = routes
+        self.builtin = builtin
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (scope["path"] == PROXY_PREFIX or scope["path"].startswith("/v1/")):
-            await self.proxy(scope, receive, send)
-        else:
-            await self.admin(scope, receive, send)
+        if scope["type"] == "http":
+            route = self.route_of(scope["path"])
+            if route is not None:
+                scope[ROUTE] = route
+                await self.proxy(scope, receive, send)
+                return
+        await self.admin(scope, receive, send)
+
+    def route_of(self, path: str) -> routing.Route | None:
+        """The route a path is under: `/v1` the built-in one, else the route its first segment names."""
+        if path.startswith("/v1/") or path == "/v1":
+            return self.builtin
+        end = path.find("/", 1)
+        return self.routes.current.routes.get(path[1:end] if end > 0 else path[1:])
 
 
 def create_app(
@@ -82,6 +95,8 @@ def create_app(
     before anything starts when the configuration cannot work."""
     vocabularies.prime_offline_cache(settings.tiktoken_cache_dir)
     prices = PriceBook.open(settings.pricing_path)
+    routes = RouteBook.open(settings.routes_path)
+    builtin = builtin_route(settings.upstream, api_key=settings.upstream_api_key)
     engine = engine_from_url(settings.database_url)
     if check_schema:
         _require_current_schema(engine, settings.database_url)
@@ -92,7 +107,7 @@ def create_app(
                        "database was unreachable.", lambda: writer.spooled)
     metrics.count_from("tokenmeter_records_replayed", "Spooled usage records stored once the database "
                        "answered again.", lambda: writer.replayed)
-    client = create_upstream(settings, transport)
+    upstreams = UpstreamPools(settings, transport)
     user_ids = UserIds(secret=settings.user_id_hash_secret)
     catalog = Catalog()
     meter = Meter(prices=lambda: prices.current, sink=writer, metrics=metrics, clock=clock, catalog=catalog)
@@ -101,13 +116,11 @@ def create_app(
         allow_unpriced=settings.unpriced == "allow", fail_open=settings.budget_failure == "open",
         reservation_seconds=_reservation_seconds(settings), metrics=metrics, catalog=catalog,
     )
-    forwarder = ForwardingApp(
-        client, base_path=base_path(settings.upstream), api_key=settings.upstream_api_key, prefix=PROXY_PREFIX,
-        max_body_bytes=settings.max_body_bytes, total_timeout=settings.upstream_total_timeout or None,
-    )
+    forwarder = ForwardingApp(upstreams, route=builtin, max_body_bytes=settings.max_body_bytes,
+                              total_timeout=settings.upstream_total_timeout or None)
     proxy = TokenMeterMiddleware(
         forwarder, meter=meter, admission=gate, session_header=settings.session_header,
-        user_header=settings.user_header, max_body_bytes=settings.max_body_bytes, user_ids=user_ids,
+        user_header=settings.user_header, max_body_bytes=settings.max_body_bytes, user_ids=user_ids, route=builtin,
     )
     admin_api = AdminAPI(repository=repository, prices=lambda: prices.current, clock=clock, user_ids=user_ids,
                          catalog=catalog, stored=lambda: writer.written)
@@ -130,7 +143,8 @@ def create_app(
         # ~80 ms pause of the event loop; frozen, collections scan only what requests create.
         gc.collect()
         gc.freeze()
-        tasks = [asyncio.create_task(task) for task in (writer.run(), writer.replay(), prices.watch(), gate.watch())]
+        tasks = [asyncio.create_task(task) for task in (writer.run(), writer.replay(), prices.watch(), routes.watch(),
+                                                        gate.watch())]
         try:
             yield
         finally:
@@ -142,7 +156,7 @@ def create_app(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await client.aclose()
+            await upstreams.aclose()
             engine.dispose()
             log.info("stopped; %d usage records stored, %d spooled batches left for the next start",
                      writer.written, writer.spool.pending_files())
@@ -163,7 +177,7 @@ def create_app(
         },
         lifespan=lifespan,
     )
-    return TokenMeterApp(proxy, admin, writer=writer, prices=prices, client=client)
+    return TokenMeterApp(proxy, admin, writer=writer, prices=prices, routes=routes, builtin=builtin)
 
 
 def _reservation_seconds(settings: Settings) -> float:

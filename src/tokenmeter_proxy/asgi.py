@@ -16,6 +16,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # Set in the scope by the forwarder when the upstream failed after the response had started
 # (the client sees a clean end of stream); the middleware records this status instead.
 UPSTREAM_FAILURE = "tokenmeter.upstream_failure"
+# Set in the scope by the app's dispatch: the `routes.Route` a proxied request came through.
+ROUTE = "tokenmeter.route"
 
 
 async def send_json(send: Send, status: int, body: Any, *, headers: list[tuple[bytes, bytes]] | None = None) -> None:

@@ -16,7 +16,6 @@ from typing import Any
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from . import tokens
 from .budgets import Applied, Budget, Decision, Estimate, Identity, applicable, budget_status, judge
 from .catalog import Catalog, price
 from .metering import INLINE_COUNT_BYTES, Exchange
@@ -153,12 +152,12 @@ class BudgetGate:
 
 def _estimate(exchange: Exchange, table: PriceTable, catalog: Catalog | None) -> Estimate:
     """The request's input counted with tiktoken, plus its output cap where it sets one, priced
-    at full input price (cache hits are not known in advance)."""
+    at full input price (cache hits are not known in advance) as its provider's prices say."""
     facts = exchange.facts
-    input_tokens = tokens.count_input(facts.endpoint, facts.model, facts.body, exchange.raw_body)
+    input_tokens = exchange.route.protocol.count_input(facts, exchange.raw_body)
     usage = Usage(input_tokens=min(input_tokens, MAX_ESTIMATE_TOKENS),
                   output_tokens=min(facts.max_output_tokens or 0, MAX_ESTIMATE_TOKENS))
-    cost = price(table, catalog, facts.model, usage).cost
+    cost = price(table, catalog, facts.model, usage, provider=exchange.route.provider).cost
     # to the 10^-10 the database keeps, so the check in SQL and its explanation agree exactly
     rounded = None if cost is None else cost.quantize(COST_QUANTUM)
     return Estimate(cost=rounded, tokens=usage.total_tokens, model=facts.model)

@@ -14,7 +14,7 @@ from starlette.routing import Route
 from .budgeting import BudgetGate
 from .budgets import parse_budget
 from .errors import BadRequest
-from .request_body import UserIds
+from .identity import UserIds
 from .types import Clock
 from .web import JSONResponse
 

@@ -1,4 +1,4 @@
-"""`tokenmeter-proxy`: serve | migrate | stats | pricing check | sync-openai."""
+"""`tokenmeter-proxy`: serve | migrate | stats | pricing check/diff/import | routes check | sync-openai | ..."""
 
 from __future__ import annotations
 
@@ -19,11 +19,12 @@ from sqlalchemy.exc import OperationalError
 from . import __version__, admin_commands, reports
 from .app import create_app
 from .budgets import Applied, budget_status
-from .config import DEFAULT_DATABASE_URL, Settings
-from .errors import BadRequest, ConfigError, PricingError, ProviderError
+from .config import DEFAULT_DATABASE_URL, Settings, environment_value
+from .errors import BadRequest, ConfigError, FileRefused, PricingError, ProviderError, RoutesError
 from .openai_usage import UsageAPI
 from .pricing import load_pricing, money_text
 from .reconciliation import ZERO, parse_range
+from .routes import parse_routes
 from .storage.budget_store import BudgetStore
 from .storage.engine import engine_from_url
 from .storage.migrate import schema_behind, upgrade
@@ -41,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         status: int = args.run(args)
-    except (ConfigError, PricingError) as exc:
+    except (ConfigError, FileRefused) as exc:
         print(f"tokenmeter-proxy: {exc}", file=sys.stderr)
         return 2
     return status
@@ -58,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--upstream", help="upstream base URL with its version prefix (https://api.openai.com/v1)")
     serve.add_argument("--database-url", help=f"sqlite:///path.db or postgresql+psycopg://... ({DEFAULT_DATABASE_URL})")
     serve.add_argument("--pricing", type=Path, help="pricing YAML file (config/pricing.yaml)")
+    serve.add_argument("--routes", type=Path, help="routes YAML file (config/routes.yaml)")
     serve.add_argument("--admin-token", help="bearer token of the admin API")
     serve.add_argument("--workers", type=int, help="worker processes (1)")
     serve.set_defaults(run=_serve)
@@ -107,18 +109,27 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(run=_pricing_check)
     diff = pricing_commands.add_parser("diff", help="the pricing file's prices beside the genai-prices catalog's")
     diff.add_argument("file", type=Path, nargs="?")
+    diff.add_argument("--provider", default="openai", help="whose prices: the top-level models for openai (the "
+                      "default) and azure, the provider's own section for any other")
     diff.set_defaults(run=admin_commands.pricing_diff)
     add = pricing_commands.add_parser("import", help="copy models' prices from the catalog into the pricing file")
     add.add_argument("models", nargs="+", metavar="MODEL")
     add.add_argument("--file", type=Path)
+    add.add_argument("--provider", default="openai", help="the catalog's prices for this provider, into the "
+                     "top-level models for openai (the default) and azure, else into 'providers: P: models:'")
     add.set_defaults(run=admin_commands.pricing_import)
+    routes = commands.add_parser("routes", help="work with routes files")
+    routes_commands = routes.add_subparsers(required=True, metavar="COMMAND")
+    check_routes = routes_commands.add_parser("check", help="validate a routes file; exit 1 with line-precise errors")
+    check_routes.add_argument("file", type=Path)
+    check_routes.set_defaults(run=_routes_check)
     return parser
 
 
 def _serve(args: argparse.Namespace) -> int:
     settings = Settings.load({
         "host": args.host, "port": args.port, "upstream": args.upstream, "database_url": args.database_url,
-        "pricing": args.pricing, "admin_token": args.admin_token, "workers": args.workers,
+        "pricing": args.pricing, "routes": args.routes, "admin_token": args.admin_token, "workers": args.workers,
     })
     app = create_app(settings)  # fails here, with a clear message, if anything is misconfigured
     options = {
@@ -126,7 +137,9 @@ def _serve(args: argparse.Namespace) -> int:
         "date_header": False, "timeout_graceful_shutdown": int(settings.shutdown_grace_seconds),
         "log_config": None,
     }
-    log.info("serving on http://%s:%d, forwarding to %s", settings.host, settings.port, settings.upstream)
+    named = ", ".join(f"/{name} to {route.upstream}" for name, route in app.routes.current.routes.items())
+    log.info("serving on http://%s:%d, forwarding /v1 to %s%s", settings.host, settings.port, settings.upstream,
+             f", {named}" if named else "")
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the handler it
     # found installed; a quiet handler here makes that a clean exit 0, as orchestrators expect.
     signal.signal(signal.SIGTERM, lambda *_: None)
@@ -204,8 +217,29 @@ def _pricing_check(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 1
-    print(f"{args.file}: OK, {len(table.models)} models priced in {table.currency} "
-          f"per {table.unit_tokens:,} tokens (version {table.version})")
+    sections = ", ".join(f"{name} ({len(section.models)} models)" for name, section in sorted(table.providers.items()))
+    print(f"{args.file}: OK, {len(table.models)} models priced in {table.currency} per {table.unit_tokens:,} tokens"
+          + (f"; {len(table.providers)} provider section(s): {sections}" if table.providers else "")
+          + f" (version {table.version})")
+    return 0
+
+
+def _routes_check(args: argparse.Namespace) -> int:
+    try:
+        table = parse_routes(args.file.read_text(encoding="utf-8"), source=str(args.file),
+                             environment=environment_value)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"{args.file}: cannot read the routes file: {exc}", file=sys.stderr)
+        return 1
+    except RoutesError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    for warning in table.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{args.file}: OK, {len(table.routes)} route(s): " + ", ".join(
+        f"/{name} -> {route.upstream} ({route.protocol.name}, provider {route.provider})"
+        for name, route in table.routes.items()))
     return 0
 
 

@@ -2,7 +2,9 @@
 
 This is the only module that reads the environment. Every flag of `tokenmeter-proxy serve`
 has a variable of the same name with the `TOKENMETER_` prefix; a flag wins over its variable.
-OpenAI's admin key keeps its own name, `OPENAI_ADMIN_KEY`, and is never shown (`repr=False`).
+OpenAI's admin key keeps its own name, `OPENAI_ADMIN_KEY`, and is never shown (`repr=False`);
+the forward proxy's standard variables (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`) keep theirs, and
+the proxy URLs, which may hold a password, are never shown either.
 """
 
 from __future__ import annotations
@@ -23,11 +25,17 @@ DEFAULT_UPSTREAM = "https://api.openai.com/v1"
 DEFAULT_OPENAI_API_BASE = "https://api.openai.com/v1"
 DEFAULT_DATABASE_URL = "sqlite:///./tokenmeter.db"
 DEFAULT_PRICING = Path("config/pricing.yaml")
-PACKAGED_PRICING = Path(__file__).with_name("default_pricing.yaml")
+DEFAULT_ROUTES = Path("config/routes.yaml")
+# The files shipped with the package: in a wheel, beside this module (default_pricing.yaml...);
+# in a source checkout and its editable install (`pip install -e`), in the checkout's config/.
+_PACKAGE = Path(__file__).resolve().parent
+_CHECKOUT_CONFIG = _PACKAGE.parents[1] / "config"
 ENV_PREFIX = "TOKENMETER_"
 # Read from variables of their own: tiktoken's (which tiktoken itself reads too, so both agree),
-# and OpenAI's admin key under the name OpenAI's documentation gives it.
-_NOT_FROM_PREFIX = frozenset({"tiktoken_cache_dir", "openai_admin_key"})
+# OpenAI's admin key under the name OpenAI's documentation gives it, and the forward proxy's
+# standard variables, which every other program on the machine reads too.
+_NOT_FROM_PREFIX = frozenset({"tiktoken_cache_dir", "openai_admin_key", "https_proxy", "http_proxy", "no_proxy"})
+_PROXY_SHAPE = "http://[user:password@]host:port"
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,7 @@ class Settings:
     upstream: str = DEFAULT_UPSTREAM
     database_url: str = DEFAULT_DATABASE_URL
     pricing: Path = DEFAULT_PRICING
+    routes: Path = DEFAULT_ROUTES  # routes to further upstreams; the built-in /v1 needs none
     admin_token: str | None = None
     host: str = "127.0.0.1"
     port: int = 8080
@@ -60,6 +69,12 @@ class Settings:
     openai_api_base: str = DEFAULT_OPENAI_API_BASE  # where sync-openai reads the organization's usage
     # OPENAI_ADMIN_KEY: read only to call the usage API; never logged, stored, or shown in a repr
     openai_admin_key: str | None = dataclasses.field(default=None, repr=False)
+    upstream_ca_bundle: Path | None = None  # PEM file of authorities to trust upstream, besides the system's
+    # HTTPS_PROXY, HTTP_PROXY, NO_PROXY: the forward proxy on the way upstream (upstream.py picks
+    # one per origin). Their URLs may hold a password, so they are never shown.
+    https_proxy: str | None = dataclasses.field(default=None, repr=False)
+    http_proxy: str | None = dataclasses.field(default=None, repr=False)
+    no_proxy: str | None = None
 
     @classmethod
     def load(
@@ -89,6 +104,11 @@ class Settings:
                     break
         if "openai_admin_key" not in raw and environ.get("OPENAI_ADMIN_KEY", "").strip():
             raw["openai_admin_key"] = environ["OPENAI_ADMIN_KEY"].strip()
+        for name in ("https_proxy", "http_proxy", "no_proxy"):
+            # the lowercase name wins, as for curl and urllib; set but empty, it means none
+            value = environ.get(name, environ.get(name.upper(), "")).strip()
+            if name not in raw and value:
+                raw[name] = value
         values = {name: _convert(cls, name, value) for name, value in raw.items()}
         settings = cls(**values)  # type: ignore[arg-type]
         settings._validate()
@@ -115,7 +135,25 @@ class Settings:
         for name, choices in (("unpriced", ("refuse", "allow")), ("budget_failure", ("open", "closed"))):
             if getattr(self, name) not in choices:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be one of {', '.join(choices)}")
+        self._validate_egress()
         self.budget_defaults()
+
+    def _validate_egress(self) -> None:
+        for name in ("https_proxy", "http_proxy"):
+            url = getattr(self, name)
+            if url is not None and (problem := _proxy_problem(url)):
+                # never the URL itself: it may hold a password
+                raise ConfigError(f"{name.upper()} (or {name}) must be {_PROXY_SHAPE}: {problem}")
+        bundle = self.upstream_ca_bundle
+        if bundle is not None:
+            try:
+                pem = bundle.read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"TOKENMETER_UPSTREAM_CA_BUNDLE must name a readable PEM file of certificate "
+                                  f"authorities: {exc.strerror}: {str(bundle)!r}") from None
+            if b"-----BEGIN CERTIFICATE-----" not in pem:
+                raise ConfigError(f"TOKENMETER_UPSTREAM_CA_BUNDLE names {str(bundle)!r}, which holds no PEM "
+                                  "certificate (-----BEGIN CERTIFICATE-----)")
 
     def budget_defaults(self) -> list[Budget]:
         """The default budgets of `TOKENMETER_DEFAULT_BUDGETS`, which apply to every session, user
@@ -133,10 +171,18 @@ class Settings:
 
     @property
     def pricing_path(self) -> Path:
-        """The pricing file in force: the configured one, else the copy shipped in the package."""
-        if self.pricing == DEFAULT_PRICING and not self.pricing.exists() and PACKAGED_PRICING.exists():
-            return PACKAGED_PRICING
+        """The pricing file in force: the configured one, else the copy shipped with the package."""
+        if self.pricing == DEFAULT_PRICING and not self.pricing.exists():
+            return shipped_file("pricing.yaml") or self.pricing
         return self.pricing
+
+    @property
+    def routes_path(self) -> Path | None:
+        """The routes file in force: the configured one, else the copy shipped with the package
+        (None: there is none, and only the built-in /v1 route serves)."""
+        if self.routes == DEFAULT_ROUTES and not self.routes.exists():
+            return shipped_file("routes.yaml")
+        return self.routes
 
     def to_environ(self) -> dict[str, str]:
         """These settings as `TOKENMETER_*` variables, for worker processes that rebuild them."""
@@ -146,6 +192,39 @@ class Settings:
             if value is not None and field.name not in _NOT_FROM_PREFIX:
                 environ[ENV_PREFIX + field.name.upper()] = str(value)
         return environ
+
+
+def shipped_file(name: str) -> Path | None:
+    """A configuration file shipped with the package (`pricing.yaml`, `routes.yaml`), wherever this
+    install keeps it, or None."""
+    for path in (_PACKAGE / f"default_{name}", _CHECKOUT_CONFIG / name):
+        if path.is_file():
+            return path
+    return None
+
+
+def environment_value(name: str) -> str | None:
+    """The value of a variable a configuration file names (a route's `api_key_env`), or None."""
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def _proxy_problem(url: str) -> str | None:
+    """What is wrong with a forward proxy's URL (`host:port` alone means http://, as for curl),
+    without repeating it."""
+    try:
+        parts = urlsplit(url if "://" in url else "http://" + url)
+        hostname, port = parts.hostname, parts.port
+    except ValueError as exc:
+        return f"it is not a URL ({exc})"
+    if parts.scheme != "http":
+        return (f"{parts.scheme}:// proxies are not supported, only http:// ones (a tunnel to an https "
+                "upstream through an http:// proxy is encrypted end to end all the same)")
+    if not hostname or port is None:
+        return "it names no host and port"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return "it has a path, query or fragment"
+    return None
 
 
 def is_base_url(url: str) -> bool:
@@ -169,7 +248,7 @@ def _convert(cls: type[Settings], name: str, value: object) -> object:
             return int(str(value))
         if kind == "float":
             return float(str(value))
-        if kind == "Path":
+        if kind in ("Path", "Path | None"):
             return Path(str(value))
     except ValueError:
         raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be a {kind}, got {value!r}") from None

@@ -1,6 +1,7 @@
 """Synthetic usage for demos and benchmarks: sessions of a few to a few dozen requests by users
-who come back, a working-hours daily rhythm with quiet weekends, today's popular models,
-streaming and not, a few upstream errors. Every record says `usage_source: "demo"`."""
+who come back, a working-hours daily rhythm with quiet weekends, today's popular models of
+OpenAI, Anthropic and Google (each through its own route), streaming and not, a few upstream
+errors. Every record says `usage_source: "demo"`."""
 
 from __future__ import annotations
 
@@ -11,14 +12,20 @@ from dataclasses import dataclass
 
 from .types import Pricer, Usage, UsageRecord
 
-# (model, endpoint, share of requests)
+# (model, endpoint, provider, route, share of requests)
 MODELS = (
-    ("gpt-4o-mini", "chat/completions", 0.36), ("gpt-4o", "chat/completions", 0.20),
-    ("gpt-4.1-mini", "chat/completions", 0.13), ("o4-mini", "chat/completions", 0.06),
-    ("gpt-4.1", "chat/completions", 0.04), ("gpt-4o-mini", "responses", 0.06),
-    ("text-embedding-3-small", "embeddings", 0.12), ("claude-3-5-haiku-20241022", "chat/completions", 0.03),
+    ("gpt-4o-mini", "chat/completions", "openai", "openai", 0.30),
+    ("gpt-4o", "chat/completions", "openai", "openai", 0.16),
+    ("gpt-4.1-mini", "chat/completions", "openai", "openai", 0.11),
+    ("o4-mini", "chat/completions", "openai", "openai", 0.05),
+    ("gpt-4.1", "chat/completions", "openai", "openai", 0.03),
+    ("gpt-4o-mini", "responses", "openai", "openai", 0.05),
+    ("text-embedding-3-small", "embeddings", "openai", "openai", 0.10),
+    ("claude-sonnet-4-5-20250929", "messages", "anthropic", "anthropic", 0.08),
+    ("claude-haiku-4-5-20251001", "messages", "anthropic", "anthropic", 0.04),
+    ("gemini-2.5-flash", "generate_content", "google", "gemini", 0.08),
 )
-_WEIGHTS = [share for _, _, share in MODELS]
+_WEIGHTS = [share for *_, share in MODELS]
 # relative traffic per UTC hour: quiet nights, busy working hours
 HOURS = (1, 1, 1, 1, 1, 2, 3, 5, 8, 10, 11, 11, 9, 10, 11, 11, 10, 8, 6, 5, 4, 3, 2, 1)
 
@@ -40,17 +47,17 @@ def demo_records(count: int, days: int, *, now: dt.datetime, seed: int, pricer: 
     sessions = _sessions(random_, count, days, now, seed)
     for _ in range(count):
         session = sessions[int(len(sessions) * random_.random() ** 1.3)]  # some sessions are long
-        model, endpoint, _ = MODELS[session.model if random_.random() < 0.8 else
-                                    random_.choices(range(len(MODELS)), _WEIGHTS)[0]]
+        model, endpoint, provider, route, _ = MODELS[session.model if random_.random() < 0.8 else
+                                                     random_.choices(range(len(MODELS)), _WEIGHTS)[0]]
         created = min(session.start + dt.timedelta(seconds=random_.expovariate(1 / 600)), now)
         usage, status = _usage(random_, model, endpoint)
-        cost, source = pricer(model, usage)
+        cost, source = pricer(model, usage, provider)
         yield UsageRecord(
             id=f"{int(created.timestamp() * 1000):012x}{random_.getrandbits(48):012x}", created_at=created,
             session_id=session.id, user_id=session.user, api_key_id=session.key, endpoint=endpoint, model=model,
             usage=usage, cost=cost, currency=currency, price_version=price_version, usage_source="demo",
             status_code=status, streamed=endpoint != "embeddings" and random_.random() < 0.65,
-            latency_ms=int(random_.lognormvariate(6.5, 0.8)), price_source=source,
+            latency_ms=int(random_.lognormvariate(6.5, 0.8)), price_source=source, provider=provider, route=route,
         )
 
 

@@ -2,7 +2,9 @@
 
     TokenMeterError
     ├── ConfigError        a setting is missing or malformed (fail fast at startup)
-    ├── PricingError       the pricing file is unusable; carries line-precise messages
+    ├── FileRefused        a configuration file is unusable; carries line-precise messages
+    │   ├── PricingError       the pricing file
+    │   └── RoutesError        the routes file
     ├── BadRequest         an admin API parameter is invalid (becomes a 4xx JSON error)
     ├── UpstreamError      the upstream could not be reached, or broke off (502)
     │   └── UpstreamTimeout    it did not answer in time (504)
@@ -22,12 +24,20 @@ class ConfigError(TokenMeterError):
     """A setting is missing or malformed; the message names it and says what to do."""
 
 
-class PricingError(TokenMeterError):
-    """A pricing file was refused. `problems` lists each one as `file:line: message`."""
+class FileRefused(TokenMeterError):
+    """A configuration file was refused. `problems` lists each one as `file:line: message`."""
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+class PricingError(FileRefused):
+    """The pricing file was refused."""
+
+
+class RoutesError(FileRefused):
+    """The routes file was refused."""
 
 
 class BadRequest(TokenMeterError):

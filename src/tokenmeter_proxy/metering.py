@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 
 from . import tokens
 from .catalog import Catalog, price
+from .identity import clean_model
 from .metrics import Metrics
 from .pricing import PriceTable
-from .request_body import RequestFacts, clean_model
+from .providers import RequestFacts, ResponseReading
+from .routes import Route
 from .types import Clock, Usage, UsageRecord, UsageSink, UsageSource, utc_now
-from .usage import ResponseReading
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the response ended
 # Below this many bytes, tiktoken counts in well under 100 us: cheaper than a hop to a thread.
@@ -35,6 +36,7 @@ class Exchange:
     """One metered request, from its arrival to its record."""
 
     id: str
+    route: Route
     facts: RequestFacts
     raw_body: bytes
     session_id: str | None
@@ -66,7 +68,9 @@ class Meter:
         model = clean_model(reading.model or exchange.facts.model)
         usage, source = await self._usage(exchange, reading, billed=billed, model=model)
         table = self.prices()
-        priced = price(table, self.catalog, model, usage)
+        route = exchange.route
+        priced = price(table, self.catalog, model, usage, provider=route.provider,
+                       reported_cost=reading.reported_cost if billed else None)
         record = UsageRecord(
             id=exchange.id,
             created_at=self.clock(),
@@ -84,16 +88,18 @@ class Meter:
             streamed=streamed,
             latency_ms=round((time.perf_counter() - exchange.started) * 1000),
             price_source=priced.source,
+            provider=route.provider,
+            route=route.name,
         )
         self.sink.submit(record)
         if self.metrics is not None:
             self.metrics.observe(record, model_key=priced.key)
         return record
 
-    def count_unmetered(self, status: int) -> None:
+    def count_unmetered(self, provider: str, status: int) -> None:
         """Count a forwarded request that is not metered (models, files...)."""
         if self.metrics is not None:
-            self.metrics.requests.labels("unmetered", str(status)).inc()
+            self.metrics.requests.labels(provider, "unmetered", str(status)).inc()
 
     async def _usage(
         self, exchange: Exchange, reading: ResponseReading, *, billed: bool, model: str | None

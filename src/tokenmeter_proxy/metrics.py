@@ -24,16 +24,16 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
-            "tokenmeter_requests", "Metered requests by endpoint and status code.",
-            ["endpoint", "status"], registry=self.registry,
+            "tokenmeter_requests", "Proxied requests by provider, endpoint (unmetered: not metered) and status code.",
+            ["provider", "endpoint", "status"], registry=self.registry,
         )
         self.tokens = Counter(
-            "tokenmeter_tokens", "Tokens by priced model and direction (input, cached_input, output).",
-            ["model", "direction"], registry=self.registry,
+            "tokenmeter_tokens", "Tokens by provider, priced model and direction (input, cached_input, output).",
+            ["provider", "model", "direction"], registry=self.registry,
         )
         self.cost = Counter(
-            "tokenmeter_cost", "Cost in the pricing currency by priced model.",
-            ["model", "currency"], registry=self.registry,
+            "tokenmeter_cost", "Cost in the pricing currency by provider and priced model.",
+            ["provider", "model", "currency"], registry=self.registry,
         )
         self.latency = Histogram(
             "tokenmeter_request_duration_seconds", "Time from request to the end of the response.",
@@ -48,25 +48,25 @@ class Metrics:
         )
 
         # Label lookups cost more than the counting: keep each label set's children at hand.
-        self._per_request: dict[tuple[str, int | None, bool], tuple[Any, Any]] = {}
-        self._per_model: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._per_request: dict[tuple[str, str, int | None, bool], tuple[Any, Any]] = {}
+        self._per_model: dict[tuple[str, str, str], tuple[Any, ...]] = {}
 
     def observe(self, record: UsageRecord, *, model_key: str | None) -> None:
         """Count one finished record."""
         model = model_key or "unpriced"
-        usage = record.usage
-        key = (record.endpoint, record.status_code, record.streamed)
+        usage, provider = record.usage, record.provider
+        key = (provider, record.endpoint, record.status_code, record.streamed)
         per_request = self._per_request.get(key)
         if per_request is None:
             per_request = self._per_request[key] = (
-                self.requests.labels(record.endpoint, str(record.status_code)),
+                self.requests.labels(provider, record.endpoint, str(record.status_code)),
                 self.latency.labels(record.endpoint, "true" if record.streamed else "false"),
             )
-        per_model = self._per_model.get((model, record.currency))
+        per_model = self._per_model.get((provider, model, record.currency))
         if per_model is None:
-            per_model = self._per_model[(model, record.currency)] = (
-                self.tokens.labels(model, "input"), self.tokens.labels(model, "cached_input"),
-                self.tokens.labels(model, "output"), self.cost.labels(model, record.currency),
+            per_model = self._per_model[(provider, model, record.currency)] = (
+                self.tokens.labels(provider, model, "input"), self.tokens.labels(provider, model, "cached_input"),
+                self.tokens.labels(provider, model, "output"), self.cost.labels(provider, model, record.currency),
             )
         requests, latency = per_request
         input_tokens, cached_input_tokens, output_tokens, cost = per_model

@@ -1,7 +1,8 @@
-"""`TokenMeterMiddleware`: meters the OpenAI API calls that pass through any ASGI app.
+"""`TokenMeterMiddleware`: meters the LLM API calls that pass through any ASGI app.
 
-Wrapped around our forwarding app it makes the metering proxy; wrapped around an ASGI app
-that serves the OpenAI API itself (a self-hosted model server, say) it meters that app:
+Wrapped around our forwarding app it makes the metering proxy (which puts each request's route
+in its scope); wrapped around an ASGI app that serves the OpenAI API itself (a self-hosted model
+server, say) it meters that app, in the protocol of its `route` (OpenAI's by default):
 
     app = TokenMeterMiddleware(model_server_app, meter=meter)
 
@@ -15,19 +16,22 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from .asgi import UPSTREAM_FAILURE, ASGIApp, Message, Receive, Scope, Send, send_json
+from .asgi import ROUTE, UPSTREAM_FAILURE, ASGIApp, Message, Receive, Scope, Send, send_json
 from .budgets import Decision
 from .errors import body_too_large, openai_error
+from .identity import UserIds, clean_identity
 from .metering import CLIENT_CLOSED_REQUEST, Exchange, Meter, new_request_id
 from .pricing import money_text
-from .request_body import UserIds, api_key_id, clean_identity, metered_endpoint, read_request, with_stream_usage
+from .providers import ResponseReader, ResponseReading
+from .providers.base import key_id
+from .routes import Route, builtin_route
 from .types import UsageRecord
-from .usage import ResponseReading, StreamReader, read_json_response
 
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = b"x-tokenmeter-request-id"
 COST_HEADER = b"x-tokenmeter-cost"
+_OWN_APP = builtin_route("http://localhost/v1", api_key=None)  # an app metered in place: OpenAI's protocol
 
 
 class Admission(Protocol):
@@ -43,8 +47,10 @@ class TokenMeterMiddleware:
     def __init__(
         self, app: ASGIApp, *, meter: Meter, admission: Admission | None = None, session_header: str = "X-Session-Id",
         user_header: str = "X-User-Id", max_body_bytes: int = 52_428_800, user_ids: UserIds | None = None,
+        route: Route = _OWN_APP,
     ) -> None:
         self.app = app
+        self.route = route
         self.user_ids = user_ids or UserIds(secret=None)
         self.meter = meter
         self.admission = admission
@@ -57,9 +63,11 @@ class TokenMeterMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = new_request_id()
-        endpoint = metered_endpoint(scope["method"], scope["path"])
+        route: Route = scope.get(ROUTE) or self.route
+        protocol = route.protocol
+        endpoint = protocol.endpoint(scope["method"], scope["path"])
         if endpoint is None:
-            await self.app(scope, receive, _tagged(send, request_id, self.meter.count_unmetered))
+            await self.app(scope, receive, _tagged(send, request_id, route.provider, self.meter.count_unmetered))
             return
         try:
             raw = await _read_body(receive, self.max_body_bytes)
@@ -69,11 +77,14 @@ class TokenMeterMiddleware:
             await send_json(send, 413, body_too_large(self.max_body_bytes),
                             headers=[(REQUEST_ID_HEADER, request_id.encode())])
             return
-        facts = read_request(endpoint, raw)
-        session, user, authorization = self._identity(scope["headers"])
+        facts = protocol.read_request(endpoint, scope["path"], raw, inject_usage=route.inject_usage)
+        session, user = self._identity(scope["headers"])
+        if user is None and facts.user is not None:
+            user = clean_identity(facts.user)
         exchange = Exchange(
-            id=request_id, facts=facts, raw_body=raw, session_id=session,
-            user_id=self.user_ids.stored(user or facts.user), api_key_id=api_key_id(authorization),
+            id=request_id, route=route, facts=facts, raw_body=raw, session_id=session,
+            user_id=self.user_ids.stored(user),
+            api_key_id=key_id(protocol.credential(scope["headers"], scope.get("query_string", b""))),
         )
         decision = await self.admission.admit(exchange) if self.admission is not None else None
         if decision is not None and not decision.admitted:
@@ -82,10 +93,9 @@ class TokenMeterMiddleware:
                 code="budget_exceeded",
             ), headers=_refusal_headers(decision, request_id))
             return
-        hide_usage = facts.needs_usage_injection and facts.body is not None
-        body = with_stream_usage(raw, facts) if hide_usage else raw
+        body = protocol.upstream_body(raw, facts)
         inner_scope = dict(scope, headers=_forward_headers(scope["headers"], len(body)))
-        response = _MeteredResponse(self.meter, exchange, send, inner_scope, hide_usage=hide_usage,
+        response = _MeteredResponse(self.meter, exchange, send, inner_scope,
                                     headers=_budget_headers(decision) if decision is not None else [])
         failed = False
         try:
@@ -96,33 +106,30 @@ class TokenMeterMiddleware:
         finally:
             await response.abandon(status=500 if failed and not response.started else CLIENT_CLOSED_REQUEST)
 
-    def _identity(self, headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None, str | None]:
-        session = user = authorization = None
+    def _identity(self, headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
+        session = user = None
         for name, value in headers:
             if name == self.session_header:
                 session = clean_identity(value.decode("latin-1"))
             elif name == self.user_header:
                 user = clean_identity(value.decode("latin-1"))
-            elif name == b"authorization":
-                authorization = value.decode("latin-1")
-        return session, user, authorization
+        return session, user
 
 
 class _MeteredResponse:
     """Relays the wrapped app's response, reading it for usage; records exactly once."""
 
-    def __init__(self, meter: Meter, exchange: Exchange, send: Send, scope: Scope, *, hide_usage: bool,
+    def __init__(self, meter: Meter, exchange: Exchange, send: Send, scope: Scope, *,
                  headers: list[tuple[bytes, bytes]]) -> None:
         self.meter = meter
         self.scope = scope
         self.extra_headers = headers
         self.exchange = exchange
         self.client_send = send
-        self.hide_usage = hide_usage
         self.started = False
         self.recorded = False
         self.status: int | None = None
-        self.stream: StreamReader | None = None
+        self.stream: ResponseReader | None = None
         self.start_message: Message | None = None
         self.parts: list[bytes] = []
 
@@ -142,9 +149,11 @@ class _MeteredResponse:
         self.started = True
         self.status = message["status"]
         headers = [(REQUEST_ID_HEADER, self.exchange.id.encode()), *self.extra_headers, *message.get("headers", ())]
-        if _is_event_stream(headers):
-            self.stream = StreamReader(self.exchange.facts.endpoint, hide_usage_chunk=self.hide_usage)
-            if self.hide_usage:  # the body will be shorter than the upstream said
+        facts = self.exchange.facts
+        self.stream = self.exchange.route.protocol.stream_reader(facts, status=self.status or 0,
+                                                                 content_type=_content_type(headers))
+        if self.stream is not None:
+            if facts.hide_usage:  # the body will be shorter than the upstream said
                 headers = [(name, value) for name, value in headers if name.lower() != b"content-length"]
             await self.client_send({**message, "headers": headers})
         else:
@@ -169,7 +178,8 @@ class _MeteredResponse:
             return
         body = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
         self.parts = []
-        record = await self._record(read_json_response(self.exchange.facts.endpoint, body))
+        exchange = self.exchange
+        record = await self._record(exchange.route.protocol.read_body(exchange.facts, body))
         failure = self.scope.get(UPSTREAM_FAILURE)
         if failure is not None:  # nothing reached the client yet: an error it understands, not half a body
             timeout = failure == 504
@@ -208,7 +218,10 @@ class _MeteredResponse:
             return
         if self.started:
             self.scope.setdefault(UPSTREAM_FAILURE, status)
-        reading = self.stream.reading if self.stream is not None else ResponseReading()
+        reading = ResponseReading()
+        if self.stream is not None:
+            self.stream.end()  # what it still holds counts; the bytes it owes have nowhere to go
+            reading = self.stream.reading
         await self._record(reading, ended=status)
 
 
@@ -279,20 +292,20 @@ def _forward_headers(headers: list[tuple[bytes, bytes]], length: int) -> list[tu
     return kept
 
 
-def _is_event_stream(headers: list[tuple[bytes, bytes]]) -> bool:
+def _content_type(headers: list[tuple[bytes, bytes]]) -> bytes:
     for name, value in headers:
         if name.lower() == b"content-type":
-            return value.lower().startswith(b"text/event-stream")
-    return False
+            return value
+    return b""
 
 
-def _tagged(send: Send, request_id: str, count: Callable[[int], None]) -> Send:
+def _tagged(send: Send, request_id: str, provider: str, count: Callable[[str, int], None]) -> Send:
     """A `send` that adds the request id header to the response and counts it."""
     header = (REQUEST_ID_HEADER, request_id.encode())
 
     async def tagged(message: Message) -> None:
         if message["type"] == "http.response.start":
-            count(message["status"])
+            count(provider, message["status"])
             message = {**message, "headers": [header, *message.get("headers", ())]}
         await send(message)
 

@@ -1,45 +1,48 @@
-"""The forwarding app: `/v1/<rest>` goes to `{upstream}/<rest>` and the answer comes back
-byte for byte, streamed as it arrives. It knows nothing of metering; the middleware does."""
+"""The forwarding app: `/<route>/<rest>` goes to `{the route's upstream}/<rest>` (and `/v1/<rest>` to
+`{TOKENMETER_UPSTREAM}/<rest>`), and the answer comes back byte for byte, streamed as it arrives.
+It knows nothing of metering; the middleware does."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 
-from .asgi import UPSTREAM_FAILURE, Receive, Scope, Send, send_json
+from .asgi import ROUTE, UPSTREAM_FAILURE, Receive, Scope, Send, send_json
 from .errors import UpstreamError, UpstreamTimeout, body_too_large, openai_error
-from .upstream import Body, Upstream, error_response, path_below, request_headers, response_headers
+from .routes import Route
+from .upstream import Body, Headers, Upstream, error_response, path_below, request_headers, response_headers
 
 log = logging.getLogger(__name__)
 
 
 class ForwardingApp:
-    """A raw ASGI app that relays requests to one fixed upstream.
+    """A raw ASGI app that relays each request to the upstream of its route (in the scope, put
+    there by the app's dispatch; `route` otherwise). Upstreams are fixed by configuration: no
+    request can send the proxy anywhere else.
 
     When the client disconnects, the upstream request is closed at once, whether the
     upstream is still thinking or halfway through a stream.
     """
 
     def __init__(
-        self, upstream: Upstream, *, base_path: bytes, api_key: str | None = None, prefix: str = "/v1",
-        max_body_bytes: int = 52_428_800, total_timeout: float | None = None,
+        self, upstreams: Callable[[Route], Upstream], *, route: Route, max_body_bytes: int = 52_428_800,
+        total_timeout: float | None = None,
     ) -> None:
-        self.upstream = upstream
+        self.upstreams = upstreams
+        self.route = route
         self.total_timeout = total_timeout
-        self.base_path = base_path
-        self.api_key = api_key
-        self.prefix = prefix.encode()
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert scope["type"] == "http"
         headers = scope["headers"]
-        rest = path_below(scope.get("raw_path") or scope["path"].encode(), self.prefix)
+        route: Route = scope.get(ROUTE) or self.route
+        rest = path_below(scope.get("raw_path") or scope["path"].encode(), route.prefix)
         if rest is None:
             await send_json(send, 404, openai_error(
-                "Unknown path: the proxy forwards paths below /v1/ without dot segments.",
+                f"Unknown path: the proxy forwards paths below {route.prefix.decode()}/ without dot segments.",
                 type="invalid_request_error", code="unknown_url"))
             return
         length = _content_length(headers)
@@ -51,29 +54,29 @@ class ForwardingApp:
             return  # the client left before sending its body
         first_body: bytes = first.get("body", b"")
         body: Body = first_body
-        forwarded = request_headers(headers, api_key=self.api_key)
+        forwarded, query = _credentials(route, request_headers(headers), scope.get("query_string", b""))
         streamed_upload = first.get("more_body", False)
         if streamed_upload:
             body = self._rest_of_body(first_body, receive)
             if length is not None:  # keep the client's framing: some upstreams refuse chunked uploads
                 forwarded.append((b"content-length", str(length).encode()))
-        query: bytes = scope.get("query_string", b"")
-        target = self.base_path + rest + (b"?" + query if query else b"")
+        path = route.base_path + rest
         async with _CancelOnDisconnect(receive) as watch:
             if not streamed_upload:
                 watch.start()
-            await self._exchange(scope, target, forwarded, body, send, watch if streamed_upload else None)
+            await self._exchange(scope, self.upstreams(route), path, query, forwarded, body, send,
+                                 watch if streamed_upload else None)
 
     async def _exchange(
-        self, scope: Scope, target: bytes, headers: list[tuple[bytes, bytes]], body: Body, send: Send,
-        watch_later: _CancelOnDisconnect | None,
+        self, scope: Scope, upstream: Upstream, path: bytes, query: bytes, headers: Headers, body: Body,
+        send: Send, watch_later: _CancelOnDisconnect | None,
     ) -> None:
         method = scope["method"]
         started = False
         try:
             async with asyncio.timeout(self.total_timeout):
                 try:
-                    response = await self.upstream.send(method, target, headers, body)
+                    response = await upstream.send(method, path + (b"?" + query if query else b""), headers, body)
                 except _BodyTooLarge:
                     await self._too_large(send)
                     return
@@ -90,7 +93,8 @@ class ForwardingApp:
         except (UpstreamError, TimeoutError) as exc:
             failure = UpstreamTimeout(f"no complete answer within {self.total_timeout} s") if isinstance(
                 exc, TimeoutError) else exc
-            log.warning("upstream %s %s failed: %s", method, target.decode("latin-1"), failure)
+            # the path only: a query string may hold a key (Gemini's ?key=)
+            log.warning("upstream %s %s failed: %s", method, path.decode("latin-1"), failure)
             if not started:
                 status, error = error_response(failure)
                 await send_json(send, status, error)
@@ -116,6 +120,13 @@ class ForwardingApp:
 
     async def _too_large(self, send: Send) -> None:
         await send_json(send, 413, body_too_large(self.max_body_bytes))
+
+
+def _credentials(route: Route, headers: Headers, query: bytes) -> tuple[Headers, bytes]:
+    """The headers and query to send: with the route's own key in place of the client's, if it has one."""
+    if route.api_key is None:
+        return headers, query
+    return route.protocol.replace_credential(headers, query, route.api_key, provider=route.provider)
 
 
 class _BodyTooLarge(Exception):

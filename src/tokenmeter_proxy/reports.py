@@ -22,7 +22,7 @@ PERIODS = {
     "30d": dt.timedelta(days=30),
     "90d": dt.timedelta(days=90),
 }
-GROUPINGS = ("model", "day", "session", "user")
+GROUPINGS = ("model", "provider", "day", "session", "user")
 
 
 def parse_period(text: str) -> dt.timedelta:
@@ -45,19 +45,22 @@ def exchange_rate(table: PriceTable, currency: str | None) -> tuple[str, Decimal
 
 def usage_stats(
     repository: Repository, table: PriceTable, *, period: str, now: dt.datetime, currency: str | None = None,
-    session_id: str | None = None, user_id: str | None = None, model: str | None = None,
+    session_id: str | None = None, user_id: str | None = None, model: str | None = None, provider: str | None = None,
 ) -> dict[str, Any]:
-    """`GET /api/usage/stats`: totals, one row per UTC day of the period, and per model."""
+    """`GET /api/usage/stats`: totals, one row per UTC day of the period, per model and per provider."""
     since = now - parse_period(period)
     code, rate = exchange_rate(table, currency)
-    rows = repository.window(Filters(since=since, session_id=session_id, user_id=user_id, model=model))
+    rows = repository.window(Filters(since=since, session_id=session_id, user_id=user_id, model=model,
+                                     provider=provider))
     totals = Totals()
     days: defaultdict[dt.date, Totals] = defaultdict(Totals)
     models: defaultdict[str | None, Totals] = defaultdict(Totals)
-    for day, name, figures in rows:
+    providers: defaultdict[str, Totals] = defaultdict(Totals)
+    for day, served_by, name, figures in rows:
         totals += figures
         days[day] += figures
         models[name] += figures
+        providers[served_by] += figures
     daily = []
     day = since.date()
     while day <= now.date():
@@ -65,8 +68,10 @@ def usage_stats(
         day += dt.timedelta(days=1)
     by_model = [{"model": name, **_brief(figures, rate)}
                 for name, figures in sorted(models.items(), key=lambda item: (-item[1].cost, item[0] or ""))]
+    by_provider = [{"provider": name, **_brief(figures, rate)}
+                   for name, figures in sorted(providers.items(), key=lambda item: (-item[1].cost, item[0]))]
     return {"period": period, "currency": code, "totals": totals_json(totals, rate), "daily": daily,
-            "by_model": by_model}
+            "by_model": by_model, "by_provider": by_provider}
 
 
 def sessions_page(repository: Repository, *, limit: int, offset: int, prefix: str | None = None,
@@ -78,14 +83,14 @@ def sessions_page(repository: Repository, *, limit: int, offset: int, prefix: st
 
 
 def top_page(repository: Repository, table: PriceTable, *, by: str, period: str, now: dt.datetime, limit: int,
-             currency: str | None = None) -> dict[str, Any]:
+             currency: str | None = None, provider: str | None = None) -> dict[str, Any]:
     """`GET /api/usage/top`: the sessions, users or models that cost most in the period, with
     their totals and how many of their requests have no price (models: `id` "" is no model)."""
     if by not in ("session", "user", "model"):
         raise BadRequest(f"unknown grouping {by!r}: use session, user or model", param="by")
     since = now - parse_period(period)
     code, rate = exchange_rate(table, currency)
-    rows = repository.top(by, since, limit=limit)
+    rows = repository.top(by, since, limit=limit, provider=provider)
     return {"period": period, "currency": code, "by": by,
             "top": [{"id": key, **_brief(totals, rate), "unpriced_requests": totals.unpriced_requests}
                     for key, totals in rows]}
@@ -130,7 +135,8 @@ def session_json(group: Group) -> dict[str, Any]:
 
 RECORD_FIELDS = ("id", "created_at", "session_id", "user_id", "api_key_id", "endpoint", "model", "input_tokens",
                  "cached_input_tokens", "output_tokens", "reasoning_tokens", "total_tokens", "cost", "currency",
-                 "price_version", "usage_source", "status_code", "streamed", "latency_ms", "price_source")
+                 "price_version", "usage_source", "status_code", "streamed", "latency_ms", "price_source", "provider",
+                 "route")
 
 
 def record_json(record: UsageRecord) -> dict[str, Any]:
@@ -144,7 +150,7 @@ def record_json(record: UsageRecord) -> dict[str, Any]:
         "reasoning_tokens": usage.reasoning_tokens, "total_tokens": usage.total_tokens, "cost": record.cost,
         "currency": record.currency, "price_version": record.price_version, "usage_source": record.usage_source,
         "status_code": record.status_code, "streamed": record.streamed, "latency_ms": record.latency_ms,
-        "price_source": record.price_source,
+        "price_source": record.price_source, "provider": record.provider, "route": record.route,
     }
 
 

@@ -21,8 +21,6 @@ from typing import Any, Final
 
 import tiktoken
 
-from .types import Endpoint
-
 O200K_BASE: Final = "o200k_base"
 CL100K_BASE: Final = "cl100k_base"
 
@@ -96,7 +94,7 @@ def count_text(model: str | None, text: str) -> int:
     return _n(_encoding(model), text)
 
 
-def count_input(endpoint: Endpoint, model: str | None, body: object, raw: bytes) -> int:
+def count_input(endpoint: str, model: str | None, body: object, raw: bytes) -> int:
     """The `prompt_tokens` a request should cost, for any metered endpoint.
 
     `body` is the parsed JSON body, or None when it could not be parsed; a body that is not a

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal, Protocol
 
-Endpoint = Literal["chat/completions", "completions", "embeddings", "responses"]
 UsageSource = Literal["upstream", "estimated", "reported", "demo"]
 
 
@@ -47,7 +46,9 @@ class UsageRecord:
     status_code: int | None
     streamed: bool
     latency_ms: int
-    price_source: str | None = None  # "pricing_file", "catalog", or None: unpriced
+    price_source: str | None = None  # "pricing_file", "upstream", "catalog", or None: unpriced
+    provider: str = "openai"  # who served it, for prices and reports: the route's provider
+    route: str | None = None  # the route it came through ("openai" for /v1); None: reported, not proxied
 
 
 class UsageSink(Protocol):
@@ -67,5 +68,6 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-# What a model's usage costs now, and which source priced it: (None, None) when unpriced.
-Pricer = Callable[[str | None, Usage], tuple[Decimal | None, str | None]]
+# What a model's usage costs now for a provider (model, usage, provider), and which source
+# priced it: (None, None) when unpriced.
+Pricer = Callable[[str | None, Usage, str], tuple[Decimal | None, str | None]]

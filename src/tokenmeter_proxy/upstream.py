@@ -1,5 +1,6 @@
-"""The upstream connection: who carries requests to the one configured upstream, which headers
-cross, and how failures read. The client is chosen here (`create_upstream`) and nowhere else.
+"""The upstream connection: who carries requests to an upstream origin, which headers cross, and
+how failures read. The client is chosen here (`create_upstream`) and nowhere else, with the
+certificate authorities it trusts and the forward proxy it goes through.
 
 The forwarder sees only the small `Upstream` interface below. Two implementations:
 `Http1Upstream` (production, in http1.py: our own HTTP/1.1 client on asyncio and httptools,
@@ -12,18 +13,23 @@ or `httpx.ASGITransport`).
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]  # not in typeshed
 
 import httpx
 
 from .config import Settings
-from .errors import UpstreamError, UpstreamTimeout, openai_error
+from .errors import ConfigError, UpstreamError, UpstreamTimeout, openai_error
 from .http1 import Http1Upstream
 from .http1_connection import Body as Body
 from .http1_connection import Headers as Headers
+from .http1_tunnel import ForwardProxy
+from .routes import Route
 
 # RFC 9110 section 7.6.1: meaningful for one connection only, never forwarded.
 HOP_BY_HOP = frozenset({
@@ -64,15 +70,49 @@ class Timeouts:
     write: float = 60.0
 
 
-def create_upstream(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> Upstream:
-    """The upstream client for `settings`; with `transport`, that httpx transport instead."""
+def create_upstream(settings: Settings, origin: str, transport: httpx.AsyncBaseTransport | None = None) -> Upstream:
+    """The client for `origin` (`scheme://host[:port]`, see `origin_of`); with `transport`, that
+    httpx transport instead. Raises `ConfigError` when the CA bundle or the proxy URL is unusable."""
     timeouts = Timeouts(connect=settings.upstream_connect_timeout, read=settings.upstream_read_timeout,
                         write=settings.upstream_write_timeout)
-    origin = origin_of(settings.upstream)
     if transport is not None:
         return HttpxUpstream(transport, origin, timeouts=timeouts)
+    https = origin.startswith("https:")
     return Http1Upstream(origin, connect_timeout=timeouts.connect, read_timeout=timeouts.read,
-                         write_timeout=timeouts.write, max_connections=settings.upstream_max_connections)
+                         write_timeout=timeouts.write, max_connections=settings.upstream_max_connections,
+                         ssl_context=tls_context(settings.upstream_ca_bundle) if https else None,
+                         proxy=forward_proxy(settings, origin))
+
+
+def tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
+    """Verifies upstream certificates against the system's authorities, and `ca_bundle`'s when set."""
+    context = ssl.create_default_context()
+    context.set_alpn_protocols(["http/1.1"])
+    if ca_bundle is not None:
+        try:
+            context.load_verify_locations(cafile=ca_bundle)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise ConfigError(f"TOKENMETER_UPSTREAM_CA_BUNDLE names {str(ca_bundle)!r}, whose certificates "
+                              f"cannot be loaded: {exc}") from None
+    return context
+
+
+def forward_proxy(settings: Settings, origin: str) -> ForwardProxy | None:
+    """The proxy on the way to `origin`: `HTTPS_PROXY` for https, `HTTP_PROXY` for http, none for a
+    host `NO_PROXY` names (`*`: none for any)."""
+    parts = urlsplit(origin)
+    variable, url = ("HTTPS_PROXY", settings.https_proxy) if parts.scheme == "https" else (
+        "HTTP_PROXY", settings.http_proxy)
+    if not url:
+        return None
+    # NO_PROXY is matched as urllib matches it (suffixes, `host:port`, a lone `*`); curl agrees
+    if settings.no_proxy and any(proxy_bypass_environment(name, proxies={"no": settings.no_proxy})
+                                 for name in (parts.netloc, parts.hostname or "")):  # both: [::1]:443 and ::1
+        return None
+    try:
+        return ForwardProxy.from_url(url, variable=variable)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def origin_of(url: str) -> str:
@@ -132,18 +172,14 @@ def _httpx_errors() -> Iterator[None]:
         raise UpstreamError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
 
 
-def request_headers(headers: Headers, *, api_key: str | None) -> Headers:
+def request_headers(headers: Headers) -> Headers:
     """The client's headers as the upstream should get them: less hop-by-hop headers, `host`
-    and `content-length` (the client library sets both), and with our key if one is set."""
+    and `content-length` (the client library sets both)."""
     named = _connection_tokens(headers)
-    out = [
+    return [
         (name, value) for name, value in headers
         if name not in HOP_BY_HOP and name not in named and name not in (b"host", b"content-length")
-        and not (api_key is not None and name == b"authorization")
     ]
-    if api_key is not None:
-        out.append((b"authorization", b"Bearer " + api_key.encode("latin-1")))
-    return out
 
 
 def response_headers(headers: Headers) -> Headers:
@@ -185,3 +221,24 @@ def _connection_tokens(headers: Headers) -> set[bytes]:
         if name.lower() == b"connection":
             named.update(token.strip().lower() for token in value.split(b","))
     return named
+
+
+class UpstreamPools:
+    """One upstream client (connection pool) per origin the routes name, made on first use: a
+    route added by a reload gets its pool with its first request."""
+
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.settings = settings
+        self.transport = transport
+        self._pools: dict[str, Upstream] = {}
+
+    def __call__(self, route: Route) -> Upstream:
+        pool = self._pools.get(route.origin)
+        if pool is None:
+            pool = self._pools[route.origin] = create_upstream(self.settings, route.origin, self.transport)
+        return pool
+
+    async def aclose(self) -> None:
+        """Close every pool's connections."""
+        for pool in self._pools.values():
+            await pool.aclose()

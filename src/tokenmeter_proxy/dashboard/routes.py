@@ -42,8 +42,8 @@ from ..access import (
     same_origin,
 )
 from ..errors import BadRequest
+from ..identity import clean_identity
 from ..pricing import PriceTable, money_text
-from ..request_body import clean_identity
 from ..storage.repository import Repository, Totals
 from ..types import Clock
 from ..web import JSONResponse, json_object

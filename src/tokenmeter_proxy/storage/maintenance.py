@@ -84,8 +84,9 @@ def reprice(engine: Engine, rollups: Rollups, since: dt.datetime, pricer: Pricer
     sessions: set[str] = set()
     with engine.begin() as connection:
         while True:
-            query = select(c.id, c.created_at, c.model, c.session_id, c.input_tokens, c.cached_input_tokens,
-                           c.cache_write_tokens, c.output_tokens, c.cost_e10).where(c.created_at >= naive)
+            query = select(c.id, c.created_at, c.model, c.provider, c.session_id, c.input_tokens,
+                           c.cached_input_tokens, c.cache_write_tokens, c.output_tokens, c.cost_e10,
+                           c.price_source).where(c.created_at >= naive)
             if after is not None:
                 query = query.where((c.created_at > after[0]) | ((c.created_at == after[0]) & (c.id > after[1])))
             rows = connection.execute(query.order_by(c.created_at, c.id).limit(batch)).all()
@@ -95,7 +96,10 @@ def reprice(engine: Engine, rollups: Rollups, since: dt.datetime, pricer: Pricer
             for row in rows:
                 usage = Usage(input_tokens=row.input_tokens, cached_input_tokens=row.cached_input_tokens,
                               cache_write_tokens=row.cache_write_tokens, output_tokens=row.output_tokens)
-                cost, source = pricer(row.model, usage)
+                cost, source = pricer(row.model, usage, row.provider)
+                if row.price_source == "upstream" and source != "pricing_file":
+                    # what the upstream charged is not kept apart from the cost: it stays, unless the file now prices it
+                    cost, source = cost_from_e10(row.cost_e10), "upstream"
                 figures = report.models[row.model or ""]
                 figures[0] = int(figures[0]) + 1
                 figures[1] += cost_from_e10(row.cost_e10) or Decimal(0)

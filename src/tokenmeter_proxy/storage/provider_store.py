@@ -74,14 +74,14 @@ class ProviderStore:
             return [_day_figures(row) for row in connection.execute(query)]
 
     def metered_daily(self, start: dt.date, end: dt.date) -> list[DayFigures]:
-        """Every record of the days start..end except demo ones, summed per UTC day and model
-        as recorded."""
+        """Every record of OpenAI's (the provider whose figures are synced) of the days start..end
+        except demo ones, summed per UTC day and model as recorded."""
         day = func.date(r.created_at)
         query = (
             select(day, r.model, func.count(), func.coalesce(func.sum(r.input_tokens), 0),
                    func.coalesce(func.sum(r.cached_input_tokens), 0), func.coalesce(func.sum(r.output_tokens), 0))
             .where(r.created_at >= _naive_start(start), r.created_at < _naive_start(end + dt.timedelta(days=1)),
-                   r.usage_source != "demo")
+                   r.usage_source != "demo", r.provider == "openai")
             .group_by(day, r.model)
         )
         with self.engine.connect() as connection:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,13 +25,14 @@ c = records_table.c
 
 @dataclass(frozen=True)
 class Filters:
-    """Narrow a query to a session, a user and/or a model, and a time window [since, until)."""
+    """Narrow a query to a session, a user, a model and/or a provider, and a time window [since, until)."""
 
     since: dt.datetime | None = None
     until: dt.datetime | None = None
     session_id: str | None = None
     user_id: str | None = None
     model: str | None = None
+    provider: str | None = None
 
 
 @dataclass(frozen=True)
@@ -114,12 +116,11 @@ class Repository:
             return _totals(connection.execute(query).one())
 
     def grouped(self, by: str, filters: Filters, *, limit: int | None = None, offset: int = 0) -> list[Group]:
-        """Totals per day, model, session or user; days oldest first, the rest biggest cost first.
-
-        Sessions and users without an id are left out of those groupings.
+        """Totals per day, model, provider, session or user; days oldest first, the rest biggest
+        cost first. Sessions and users without an id are left out of those groupings.
         """
-        key = func.date(c.created_at) if by == "day" else {"model": c.model, "session": c.session_id,
-                                                              "user": c.user_id}[by]
+        key = func.date(c.created_at) if by == "day" else {"model": c.model, "provider": c.provider,
+                                                              "session": c.session_id, "user": c.user_id}[by]
         query: Select[Any] = (
             select(key.label("key"), func.min(c.created_at), func.max(c.created_at), *record_sums())
             .where(*_conditions(filters))
@@ -141,22 +142,22 @@ class Repository:
                 for row in connection.execute(query)
             ]
 
-    def window(self, filters: Filters) -> list[tuple[dt.date, str | None, Totals]]:
-        """Totals per UTC day and model from `filters.since` on: whole days from the rollups, the
-        partial first day from the records, so the cost grows with days, not with records."""
+    def window(self, filters: Filters) -> list[tuple[dt.date, str, str | None, Totals]]:
+        """Totals per UTC day, provider and model from `filters.since` on: whole days from the
+        rollups, the partial first day from the records, so the cost grows with days, not with records."""
         assert filters.since is not None
         since = naive_utc(filters.since)
         first_whole_day, boundary = _first_whole_day(since)
         rollup = filters.session_id is None or filters.user_id is None  # no rollup has both: records only
-        records = Filters(since=since, until=boundary if rollup else None, session_id=filters.session_id,
-                          user_id=filters.user_id, model=filters.model)
+        records = dataclasses.replace(filters, since=since, until=boundary if rollup else None)
         day = func.date(c.created_at)
-        queries = [select(day, c.model, *record_sums()).where(*_conditions(records)).group_by(day, c.model)]
+        queries = [select(day, c.provider, c.model, *record_sums()).where(*_conditions(records))
+                   .group_by(day, c.provider, c.model)]
         if rollup:
             queries.append(_rollup_query(filters, first_whole_day))
         with self.engine.connect() as connection:
             rows = [row for query in queries for row in connection.execute(query)]
-        return [(stored_date(row[0]), row[1] or None, _totals(row[2:])) for row in rows]
+        return [(stored_date(row[0]), row[1], row[2] or None, _totals(row[3:])) for row in rows]
 
     def sessions(self, *, limit: int, offset: int, prefix: str | None = None,
                  user_id: str | None = None) -> tuple[int, list[Group]]:
@@ -180,10 +181,11 @@ class Repository:
                     for row in connection.execute(query)]
         return total, page
 
-    def top(self, by: str, since: dt.datetime, *, limit: int) -> list[tuple[str, Totals]]:
-        """The sessions, users or models (`by`) that cost most since `since`: whole days from the
-        daily rollups, the partial first day from the records (as `window` does). Records without
-        a session or user are left out; records without a model count under ""."""
+    def top(self, by: str, since: dt.datetime, *, limit: int, provider: str | None = None) -> list[tuple[str, Totals]]:
+        """The sessions, users or models (`by`) that cost most since `since` (of one provider, if
+        given): whole days from the daily rollups, the partial first day from the records (as
+        `window` does). Records without a session or user are left out; records without a model
+        count under ""."""
         key_name, rollup = {"session": ("session_id", daily_session), "user": ("user_id", daily_user),
                             "model": ("model", daily_model)}[by]
         naive = naive_utc(since)
@@ -191,10 +193,13 @@ class Repository:
         key = func.coalesce(c.model, "") if by == "model" else c[key_name]
         partial = (select(key.label("key"), *[sum_.label(name) for sum_, name in zip(record_sums(), MEASURES,
                                                                                         strict=True)])
-                   .where(c.created_at >= naive, c.created_at < boundary, key.is_not(None)).group_by(key))
+                   .where(c.created_at >= naive, c.created_at < boundary, key.is_not(None),
+                          *([c.provider == provider] if provider is not None else [])).group_by(key))
         whole = (select(rollup.c[key_name].label("key"),
                         *[func.sum(rollup.c[name]).label(name) for name in MEASURES])
-                 .where(rollup.c.day >= first_whole_day).group_by(rollup.c[key_name]))
+                 .where(rollup.c.day >= first_whole_day,
+                        *([rollup.c.provider == provider] if provider is not None else []))
+                 .group_by(rollup.c[key_name]))
         both = union_all(partial, whole).subquery()
         cost = func.sum(both.c.cost_e10)
         query = (select(both.c.key, *[func.sum(both.c[name]) for name in MEASURES]).group_by(both.c.key)
@@ -255,8 +260,11 @@ def _rollup_query(filters: Filters, first_day: dt.date) -> Select[Any]:
         conditions.append(table.c.user_id == filters.user_id)
     if filters.model is not None:
         conditions.append(table.c.model == filters.model)
+    if filters.provider is not None:
+        conditions.append(table.c.provider == filters.provider)
     sums = [func.coalesce(func.sum(table.c[name]), 0) for name in MEASURES]
-    return select(table.c.day, table.c.model, *sums).where(*conditions).group_by(table.c.day, table.c.model)
+    return (select(table.c.day, table.c.provider, table.c.model, *sums).where(*conditions)
+            .group_by(table.c.day, table.c.provider, table.c.model))
 
 
 def _totals(row: Sequence[Any]) -> Totals:
@@ -274,7 +282,8 @@ def _conditions(filters: Filters) -> list[ColumnElement[bool]]:
         conditions.append(c.created_at >= naive_utc(filters.since))
     if filters.until is not None:
         conditions.append(c.created_at < naive_utc(filters.until))
-    for column, value in ((c.session_id, filters.session_id), (c.user_id, filters.user_id), (c.model, filters.model)):
+    for column, value in ((c.session_id, filters.session_id), (c.user_id, filters.user_id), (c.model, filters.model),
+                          (c.provider, filters.provider)):
         if value is not None:
             conditions.append(column == value)
     return conditions
@@ -291,7 +300,8 @@ def record_values(record: UsageRecord) -> dict[str, Any]:
         "output_tokens": usage.output_tokens, "reasoning_tokens": usage.reasoning_tokens,
         "cost_e10": cost_to_e10(record.cost), "currency": record.currency, "price_version": record.price_version,
         "usage_source": record.usage_source, "status_code": record.status_code, "streamed": record.streamed,
-        "latency_ms": record.latency_ms, "price_source": record.price_source,
+        "latency_ms": record.latency_ms, "price_source": record.price_source, "provider": record.provider,
+        "route": record.route,
     }
 
 
@@ -306,7 +316,7 @@ def _record(row: Any) -> UsageRecord:
         ),
         cost=cost_from_e10(row["cost_e10"]), currency=row["currency"], price_version=row["price_version"],
         usage_source=row["usage_source"], status_code=row["status_code"], streamed=bool(row["streamed"]),
-        latency_ms=row["latency_ms"], price_source=row["price_source"],
+        latency_ms=row["latency_ms"], price_source=row["price_source"], provider=row["provider"], route=row["route"],
     )
 
 

@@ -1,4 +1,4 @@
-"""Rollups: usage summed per UTC day (by model, by session, by user) and per session, kept by
+"""Rollups: usage summed per UTC day (by provider and model, by session, by user) and per session, kept by
 the same transaction that stores the records, so stats read rows per day, not per record.
 
 `add()` folds a batch of new records in; `rebuild()` recomputes the days a change touched
@@ -48,12 +48,13 @@ class _Rollup:
 _SPEND_SUBJECTS: tuple[tuple[str, Column[Any] | None], ...] = (
     ("session", records.c.session_id), ("user", records.c.user_id), ("key", records.c.api_key_id), ("global", None))
 _DAILY = (
-    _Rollup(daily_model, ("day", "model"), lambda v, day: (day, v["model"] or ""), None),
-    _Rollup(daily_session, ("session_id", "day", "model"),
-            lambda v, day: (v["session_id"], day, v["model"] or "") if v["session_id"] else None,
+    _Rollup(daily_model, ("day", "provider", "model"), lambda v, day: (day, v["provider"], v["model"] or ""), None),
+    _Rollup(daily_session, ("session_id", "day", "provider", "model"),
+            lambda v, day: (v["session_id"], day, v["provider"], v["model"] or "") if v["session_id"] else None,
             records.c.session_id),
-    _Rollup(daily_user, ("user_id", "day", "model"),
-            lambda v, day: (v["user_id"], day, v["model"] or "") if v["user_id"] else None, records.c.user_id),
+    _Rollup(daily_user, ("user_id", "day", "provider", "model"),
+            lambda v, day: (v["user_id"], day, v["provider"], v["model"] or "") if v["user_id"] else None,
+            records.c.user_id),
 )
 
 
@@ -117,7 +118,7 @@ class Rollups:
             for rollup in _DAILY:
                 connection.execute(delete(rollup.table).where(rollup.table.c.day == day))
                 key_columns = {"day": literal(day, type_=rollup.table.c.day.type),
-                               "model": func.coalesce(records.c.model, "")}
+                               "provider": records.c.provider, "model": func.coalesce(records.c.model, "")}
                 if rollup.subject is not None:
                     key_columns[rollup.keys[0]] = rollup.subject
                 keys = [key_columns[name] for name in rollup.keys]

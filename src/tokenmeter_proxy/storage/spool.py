@@ -127,7 +127,7 @@ def _encode(record: UsageRecord) -> dict[str, Any]:
         "reasoning_tokens": usage.reasoning_tokens, "cost": None if record.cost is None else str(record.cost),
         "currency": record.currency, "price_version": record.price_version, "usage_source": record.usage_source,
         "status_code": record.status_code, "streamed": record.streamed, "latency_ms": record.latency_ms,
-        "price_source": record.price_source,
+        "price_source": record.price_source, "provider": record.provider, "route": record.route,
     }
 
 
@@ -141,4 +141,7 @@ def _decode(data: dict[str, Any]) -> UsageRecord:
         cost=None if data["cost"] is None else Decimal(data["cost"]), currency=data["currency"],
         price_version=data["price_version"], usage_source=data["usage_source"], status_code=data["status_code"],
         streamed=data["streamed"], latency_ms=data["latency_ms"], price_source=data.get("price_source"),
+        # spooled before providers existed: every such record came through /v1 or was reported
+        provider=data.get("provider", "openai"),
+        route=data.get("route", None if data["usage_source"] == "reported" else "openai"),
     )

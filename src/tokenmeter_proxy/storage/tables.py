@@ -47,6 +47,8 @@ class UsageRecordRow(SQLModel, table=True):
     streamed: bool = False
     latency_ms: int = 0
     price_source: str | None = Field(default=None, max_length=16)
+    provider: str = Field(default="openai", max_length=64)
+    route: str | None = Field(default=None, max_length=64)
 
 
 def naive_utc(moment: dt.datetime) -> dt.datetime:
@@ -131,32 +133,35 @@ class _Measures(SQLModel):
 
 
 class DailyModelRow(_Measures, table=True):
-    """Usage per UTC day and model ("" for none): stats without a session or user filter read
-    days x models rows here, however many records there are."""
+    """Usage per UTC day, provider and model ("" for none): stats without a session or user
+    filter read days x providers x models rows here, however many records there are."""
 
     __tablename__ = "rollup_daily_model"
 
     day: dt.date = Field(primary_key=True)
+    provider: str = Field(primary_key=True, max_length=64)
     model: str = Field(primary_key=True, max_length=256)
 
 
 class DailySessionRow(_Measures, table=True):
-    """Usage per UTC day, session and model, for stats of one session."""
+    """Usage per UTC day, session, provider and model, for stats of one session."""
 
     __tablename__ = "rollup_daily_session"
 
     session_id: str = Field(primary_key=True, max_length=256)
     day: dt.date = Field(primary_key=True)
+    provider: str = Field(primary_key=True, max_length=64)
     model: str = Field(primary_key=True, max_length=256)
 
 
 class DailyUserRow(_Measures, table=True):
-    """Usage per UTC day, user and model, for stats of one user."""
+    """Usage per UTC day, user, provider and model, for stats of one user."""
 
     __tablename__ = "rollup_daily_user"
 
     user_id: str = Field(primary_key=True, max_length=256)
     day: dt.date = Field(primary_key=True)
+    provider: str = Field(primary_key=True, max_length=64)
     model: str = Field(primary_key=True, max_length=256)
 
 

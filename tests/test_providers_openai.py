@@ -1,12 +1,104 @@
-"""Reading usage, model and generated text out of upstream responses, streamed or not."""
+"""The OpenAI protocol: which requests are metered, what they say, and usage, model and generated
+text read out of the responses, streamed or not."""
 
 from __future__ import annotations
+
+from decimal import Decimal
 
 import orjson
 import pytest
 
+from tokenmeter_proxy.providers.base import key_id
+from tokenmeter_proxy.providers.openai import OpenAIProtocol, StreamReader, parse_usage, read_json_response
 from tokenmeter_proxy.types import Usage
-from tokenmeter_proxy.usage import StreamReader, parse_usage, read_json_response
+
+OPENAI = OpenAIProtocol()
+
+
+def read_request(endpoint: str, raw: bytes, *, inject_usage: bool = True) -> object:
+    return OPENAI.read_request(endpoint, "/v1/" + endpoint, raw, inject_usage=inject_usage)
+
+
+@pytest.mark.parametrize(("method", "path", "endpoint"), [
+    ("POST", "/v1/chat/completions", "chat/completions"),
+    ("POST", "/v1/completions", "completions"),
+    ("POST", "/v1/embeddings", "embeddings"),
+    ("POST", "/v1/responses", "responses"),
+    ("POST", "/azure/openai/deployments/gpt4o/chat/completions", "chat/completions"),
+    ("GET", "/v1/chat/completions", None),
+    ("GET", "/v1/models", None),
+    ("POST", "/v1/responses/resp_123/cancel", None),
+    ("POST", "/v1/files", None),
+])
+def test_metered_endpoints_are_known_by_method_and_path(method: str, path: str, endpoint: str | None) -> None:
+    assert OPENAI.endpoint(method, path) == endpoint
+
+
+def test_the_facts_metering_needs_are_read_from_the_body() -> None:
+    facts = OPENAI.read_request("chat/completions", "/v1/chat/completions", orjson.dumps({
+        "model": "gpt-4o", "stream": True, "user": "u-9", "max_completion_tokens": 64,
+        "messages": [{"role": "user", "content": "hi"}],
+    }), inject_usage=True)
+    assert (facts.model, facts.stream, facts.user, facts.max_output_tokens) == ("gpt-4o", True, "u-9", 64)
+    assert facts.hide_usage
+
+
+@pytest.mark.parametrize("raw", [b"", b"not json", b"[1,2]", b'"text"', b"\xff\xfe", b'{"model": 5, "stream": "yes"}'])
+def test_a_body_of_any_shape_never_raises(raw: bytes) -> None:
+    facts = OPENAI.read_request("chat/completions", "/v1/chat/completions", raw, inject_usage=True)
+    assert facts.model is None and not facts.stream and not facts.hide_usage
+
+
+def test_usage_is_asked_for_only_where_the_client_did_not_and_the_route_lets_it() -> None:
+    def hides(endpoint: str, body: object, *, inject_usage: bool = True) -> bool:
+        return OPENAI.read_request(endpoint, "/v1/x", orjson.dumps(body), inject_usage=inject_usage).hide_usage
+
+    assert hides("chat/completions", {"model": "m", "stream": True})
+    assert not hides("chat/completions", {"model": "m", "stream": True, "stream_options": {"include_usage": True}})
+    assert not hides("responses", {"model": "m", "stream": True})
+    assert not hides("chat/completions", {"model": "m"})
+    assert not hides("chat/completions", {"model": "m", "stream": True}, inject_usage=False)  # OpenRouter's routes
+
+
+def test_usage_is_asked_for_by_splicing_the_clients_bytes() -> None:
+    raw = b'  {"model": "gpt-4o",\n "stream": true, "messages": []}'
+    facts = OPENAI.read_request("chat/completions", "/v1/chat/completions", raw, inject_usage=True)
+    injected = OPENAI.upstream_body(raw, facts)
+    assert injected.endswith(raw[raw.index(b"{") + 1 :])
+    assert orjson.loads(injected) == {"stream_options": {"include_usage": True}, "model": "gpt-4o", "stream": True,
+                                      "messages": []}
+
+
+def test_existing_stream_options_are_kept_when_usage_is_asked_for() -> None:
+    raw = orjson.dumps({"model": "m", "stream": True, "stream_options": {"include_usage": False, "x": 1}})
+    facts = OPENAI.read_request("chat/completions", "/v1/chat/completions", raw, inject_usage=True)
+    assert orjson.loads(OPENAI.upstream_body(raw, facts))["stream_options"] == {"include_usage": True, "x": 1}
+
+
+def test_the_credential_is_the_bearer_key_or_azures_api_key() -> None:
+    key = "sk-secret-123"
+    assert key_id(OPENAI.credential([(b"authorization", f"Bearer {key}".encode())], b"")) == key_id(key)
+    assert OPENAI.credential([(b"api-key", b"azure-key")], b"") == "azure-key"
+    assert OPENAI.credential([(b"authorization", b"Basic dXNlcjpwYXNz")], b"") is None
+    assert OPENAI.credential([], b"") is None
+
+
+def test_a_routes_own_key_replaces_the_clients_in_the_header_it_came_in() -> None:
+    bearer = [(b"authorization", b"Bearer sk-client"), (b"x-session-id", b"s")]
+    assert OPENAI.replace_credential(bearer, b"", "sk-ours", provider="openai")[0] == [
+        (b"x-session-id", b"s"), (b"authorization", b"Bearer sk-ours")]
+    azure = [(b"api-key", b"client")]
+    assert OPENAI.replace_credential(azure, b"", "ours", provider="azure")[0] == [(b"api-key", b"ours")]
+    assert OPENAI.replace_credential([], b"", "ours", provider="azure")[0] == [(b"api-key", b"ours")]
+    assert OPENAI.replace_credential([], b"", "ours", provider="groq")[0] == [(b"authorization", b"Bearer ours")]
+
+
+def test_the_cost_openrouter_reports_is_kept_exactly() -> None:
+    body = orjson.dumps({"model": "anthropic/claude-sonnet-4.5", "choices": [{"message": {"content": "hi"}}],
+                         "usage": {"prompt_tokens": 1000, "completion_tokens": 100, "cost": 0.00123456}})
+    reading = read_json_response("chat/completions", body)
+    assert reading.reported_cost == Decimal("0.00123456")
+    assert read_json_response("chat/completions", orjson.dumps({"usage": CHAT_USAGE})).reported_cost is None
 
 
 def sse(payload: object, event: str | None = None) -> bytes:

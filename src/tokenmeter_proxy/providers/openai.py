@@ -1,37 +1,125 @@
-"""What an upstream response says about usage: its `usage` object, its model, and (for an
-estimate when it reports none) the text it generated. Pure: fed bytes, returns values.
+"""The OpenAI protocol (OpenAI, Azure OpenAI, OpenRouter, Groq, Ollama and every other
+OpenAI-compatible server): chat completions, completions, embeddings and the Responses API,
+JSON and SSE.
 
 Chat completions, completions and embeddings name their counts `prompt_tokens` and
-`completion_tokens`; the Responses API names them `input_tokens` and `output_tokens`.
-Both namings are read everywhere, so OpenAI-compatible servers that mix them still count.
+`completion_tokens`; the Responses API names them `input_tokens` and `output_tokens`. Both
+namings are read everywhere, so servers that mix them still count. A path is metered by its end,
+so Azure's `/openai/deployments/<name>/chat/completions?api-version=...` is too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from .sse import ServerSentEvent, SSEDecoder
-from .types import Endpoint, Usage
+from .. import tokens
+from ..sse import ServerSentEvent, SSEDecoder
+from ..types import Usage
+from .base import (
+    Headers,
+    RequestFacts,
+    ResponseReader,
+    ResponseReading,
+    count,
+    first_count,
+    header_key,
+    reported_cost,
+    text,
+    with_header_key,
+)
 
+# Longest first: "/chat/completions" also ends with "/completions".
+_ENDPOINTS: tuple[tuple[str, str], ...] = (
+    ("/chat/completions", "chat/completions"),
+    ("/completions", "completions"),
+    ("/embeddings", "embeddings"),
+    ("/responses", "responses"),
+)
+# Endpoints whose streams report usage only when asked with stream_options.include_usage.
+_USAGE_ON_REQUEST = frozenset({"chat/completions", "completions"})
+_CREDENTIALS = (b"authorization", b"api-key")  # api-key: Azure's
 # Events of the Responses API that carry the final response, with its usage.
-_FINAL_RESPONSE_EVENTS = {"response.completed", "response.incomplete", "response.failed"}
+_FINAL_RESPONSE_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 # Events of the Responses API whose `delta` is generated text.
-_TEXT_DELTA_EVENTS = {
+_TEXT_DELTA_EVENTS = frozenset({
     "response.output_text.delta",
     "response.refusal.delta",
     "response.function_call_arguments.delta",
-}
+})
+
+
+class OpenAIProtocol:
+    """The OpenAI API and its compatibles."""
+
+    name = "openai"
+
+    def endpoint(self, method: str, path: str) -> str | None:
+        if method != "POST":
+            return None
+        for suffix, endpoint in _ENDPOINTS:
+            if path.endswith(suffix):
+                return endpoint
+        return None
+
+    def read_request(self, endpoint: str, path: str, raw: bytes, *, inject_usage: bool) -> RequestFacts:
+        try:
+            body = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            body = None
+        if not isinstance(body, dict):
+            return RequestFacts(endpoint=endpoint, body=None)
+        options = body.get("stream_options")
+        stream = body.get("stream") is True
+        wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+        user = body.get("user")
+        return RequestFacts(
+            endpoint=endpoint, body=body, model=text(body.get("model")), stream=stream,
+            user=user if isinstance(user, str) else None,
+            max_output_tokens=first_count(body.get("max_completion_tokens"), body.get("max_output_tokens"),
+                                          body.get("max_tokens")),
+            hide_usage=inject_usage and stream and endpoint in _USAGE_ON_REQUEST and not wants_usage,
+        )
+
+    def upstream_body(self, raw: bytes, facts: RequestFacts) -> bytes:
+        """With `hide_usage`, the body asks the upstream to report usage at the end of the stream."""
+        if not facts.hide_usage or facts.body is None:
+            return raw
+        if "stream_options" not in facts.body:
+            # Splice rather than re-serialise: the client's bytes stay exactly as sent.
+            start = raw.index(b"{") + 1
+            return raw[:start] + b'"stream_options":{"include_usage":true},' + raw[start:]
+        options = facts.body["stream_options"]
+        body = dict(facts.body, stream_options={**(options if isinstance(options, dict) else {}),
+                                                "include_usage": True})
+        return orjson.dumps(body)
+
+    def count_input(self, facts: RequestFacts, raw: bytes) -> int:
+        return tokens.count_input(facts.endpoint, facts.model, facts.body, raw)
+
+    def credential(self, headers: Headers, query: bytes) -> str | None:
+        return header_key(headers, _CREDENTIALS)
+
+    def replace_credential(self, headers: Headers, query: bytes, key: str, *, provider: str) -> tuple[Headers, bytes]:
+        usual = b"api-key" if provider == "azure" else b"authorization"
+        return with_header_key(headers, key, names=_CREDENTIALS, usual=usual), query
+
+    def stream_reader(self, facts: RequestFacts, *, status: int, content_type: bytes) -> ResponseReader | None:
+        if not content_type.lower().startswith(b"text/event-stream"):
+            return None
+        return StreamReader(facts.endpoint, hide_usage_chunk=facts.hide_usage)
+
+    def read_body(self, facts: RequestFacts, body: bytes) -> ResponseReading:
+        return read_json_response(facts.endpoint, body)
 
 
 def parse_usage(value: object) -> Usage | None:
     """A `Usage` from an OpenAI usage object of any endpoint, or None if it is not one."""
     if not isinstance(value, dict):
         return None
-    input_tokens = _count(value.get("prompt_tokens", value.get("input_tokens")))
-    output_tokens = _count(value.get("completion_tokens", value.get("output_tokens")))
+    input_tokens = count(value.get("prompt_tokens", value.get("input_tokens")))
+    output_tokens = count(value.get("completion_tokens", value.get("output_tokens")))
     if input_tokens is None and output_tokens is None:
         return None
     input_details = value.get("prompt_tokens_details") or value.get("input_tokens_details") or {}
@@ -40,7 +128,7 @@ def parse_usage(value: object) -> Usage | None:
         input_details = {}
     if not isinstance(output_details, dict):
         output_details = {}
-    cache_write = _first_count(
+    cache_write = first_count(
         input_details.get("cache_write_tokens"),
         input_details.get("cache_creation_tokens"),
         value.get("cache_creation_input_tokens"),
@@ -48,26 +136,13 @@ def parse_usage(value: object) -> Usage | None:
     return Usage(
         input_tokens=input_tokens or 0,
         output_tokens=output_tokens or 0,
-        cached_input_tokens=_count(input_details.get("cached_tokens")) or 0,
+        cached_input_tokens=count(input_details.get("cached_tokens")) or 0,
         cache_write_tokens=cache_write or 0,
-        reasoning_tokens=_count(output_details.get("reasoning_tokens")) or 0,
+        reasoning_tokens=count(output_details.get("reasoning_tokens")) or 0,
     )
 
 
-@dataclass
-class ResponseReading:
-    """What a response told us: the upstream's usage (if any), its model, its generated text."""
-
-    usage: Usage | None = None
-    model: str | None = None
-    output_parts: list[str] = field(default_factory=list)
-
-    @property
-    def output_text(self) -> str:
-        return "".join(self.output_parts)
-
-
-def read_json_response(endpoint: Endpoint, body: bytes) -> ResponseReading:
+def read_json_response(endpoint: str, body: bytes) -> ResponseReading:
     """Read a non-streaming response body. A body that is not JSON yields an empty reading."""
     reading = ResponseReading()
     try:
@@ -76,8 +151,8 @@ def read_json_response(endpoint: Endpoint, body: bytes) -> ResponseReading:
         return reading
     if not isinstance(document, dict):
         return reading
-    reading.usage = parse_usage(document.get("usage"))
-    reading.model = _text(document.get("model"))
+    _read_usage(document.get("usage"), reading)
+    reading.model = text(document.get("model"))
     if endpoint == "responses":
         _collect_response_output(document, reading.output_parts)
     elif endpoint != "embeddings":
@@ -93,7 +168,7 @@ class StreamReader:
     case whole events are forwarded as they complete and the usage-only chunk is left out.
     """
 
-    def __init__(self, endpoint: Endpoint, *, hide_usage_chunk: bool = False) -> None:
+    def __init__(self, endpoint: str, *, hide_usage_chunk: bool = False) -> None:
         self.endpoint = endpoint
         self.hide_usage_chunk = hide_usage_chunk
         self.reading = ResponseReading()
@@ -129,11 +204,9 @@ class StreamReader:
         if self.endpoint == "responses":
             self._read_responses_event(payload)
             return True
-        usage = parse_usage(payload.get("usage"))
-        if usage is not None:
-            self.reading.usage = usage
+        usage = _read_usage(payload.get("usage"), self.reading)
         if self.reading.model is None:
-            self.reading.model = _text(payload.get("model"))
+            self.reading.model = text(payload.get("model"))
         choices = payload.get("choices")
         if choices:
             _collect_choices(choices, self.reading.output_parts, key="delta")
@@ -149,12 +222,22 @@ class StreamReader:
         elif kind in _FINAL_RESPONSE_EVENTS:
             response = payload.get("response")
             if isinstance(response, dict):
-                self.reading.usage = parse_usage(response.get("usage")) or self.reading.usage
-                self.reading.model = _text(response.get("model")) or self.reading.model
+                _read_usage(response.get("usage"), self.reading)
+                self.reading.model = text(response.get("model")) or self.reading.model
                 final: list[str] = []
                 _collect_response_output(response, final)
                 if final:
                     self.reading.output_parts = final
+
+
+def _read_usage(value: object, reading: ResponseReading) -> Usage | None:
+    """Keep a usage object's counts (and the cost an upstream such as OpenRouter reports in it)."""
+    usage = parse_usage(value)
+    if usage is not None:
+        reading.usage = usage
+        assert isinstance(value, dict)
+        reading.reported_cost = reported_cost(value.get("cost"))
+    return usage
 
 
 def _collect_choices(choices: object, into: list[str], *, key: str) -> None:
@@ -164,13 +247,13 @@ def _collect_choices(choices: object, into: list[str], *, key: str) -> None:
     for choice in choices:
         if not isinstance(choice, dict):
             continue
-        text = choice.get("text")
-        if isinstance(text, str):
-            into.append(text)
+        generated = choice.get("text")
+        if isinstance(generated, str):
+            into.append(generated)
         message = choice.get(key)
         if not isinstance(message, dict):
             continue
-        for name in ("content", "refusal", "reasoning_content"):
+        for name in ("content", "refusal", "reasoning_content", "reasoning"):
             value = message.get(name)
             if isinstance(value, str):
                 into.append(value)
@@ -196,19 +279,3 @@ def _collect_response_output(response: dict[str, Any], into: list[str]) -> None:
             for part in content:
                 if isinstance(part, dict):
                     into.extend(v for v in (part.get("text"), part.get("refusal")) if isinstance(v, str))
-
-
-def _count(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
-def _first_count(*values: object) -> int | None:
-    for value in values:
-        count = _count(value)
-        if count is not None:
-            return count
-    return None
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import PRICING
 from tokenmeter_proxy.errors import PricingError
-from tokenmeter_proxy.pricebook import PriceBook
+from tokenmeter_proxy.watched import PriceBook
 
 
 def test_a_changed_file_takes_effect(pricing_file: Path) -> None:

@@ -1,0 +1,117 @@
+"""The pricing and routes files in force, each reloaded when its file changes; a broken file
+never replaces the one in force (its problems are logged, line by line)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Generic, Protocol, TypeVar
+
+from .config import environment_value
+from .errors import FileRefused, RoutesError
+from .pricing import PriceTable, load_pricing
+from .routes import RouteTable, parse_routes
+
+log = logging.getLogger(__name__)
+
+RELOAD_INTERVAL_SECONDS = 0.5
+
+
+class _Versioned(Protocol):
+    @property
+    def version(self) -> str: ...
+
+
+T = TypeVar("T", bound=_Versioned)
+
+
+class WatchedFile(Generic[T]):
+    """Holds what a file says (`current`); `watch()` polls the file and swaps in valid changes.
+
+    Polling the file's identity (inode, size, mtime) twice a second is cheap and also sees
+    the symlink swap with which Kubernetes updates a mounted ConfigMap.
+    """
+
+    what = "file"
+
+    def __init__(self, path: Path, load: Callable[[Path], T]) -> None:
+        """Load the file now; raises `FileRefused` so a bad file stops startup with its lines."""
+        self.path = path
+        self.load = load
+        self._seen = _identity(path)
+        self.current = load(path)
+
+    def reload_if_changed(self) -> bool:
+        """Load the file if it changed since last seen; True when its new contents took effect."""
+        identity = _identity(self.path)
+        if identity == self._seen:
+            return False
+        self._seen = identity
+        if identity is None:
+            log.warning("%s %s is gone; the one in force stays (version %s)", self.what, self.path,
+                        self.current.version)
+            return False
+        try:
+            loaded = self.load(self.path)
+        except FileRefused as exc:
+            log.error("%s %s refused, the one in force stays (version %s):\n%s", self.what, self.path,
+                      self.current.version, exc)
+            return False
+        if loaded.version == self.current.version:
+            return False
+        self.current = loaded
+        log.info("%s reloaded from %s: version %s", self.what, self.path, loaded.version)
+        return True
+
+    async def watch(self, interval: float = RELOAD_INTERVAL_SECONDS) -> None:
+        """Reload on change until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            await asyncio.to_thread(self.reload_if_changed)
+
+
+class PriceBook(WatchedFile[PriceTable]):
+    """The pricing file in force."""
+
+    what = "pricing file"
+
+    @classmethod
+    def open(cls, path: Path) -> PriceBook:
+        return cls(path, load_pricing)
+
+
+class RouteBook(WatchedFile[RouteTable]):
+    """The routes file in force (no file: no routes but the built-in `/v1`)."""
+
+    what = "routes file"
+
+    @classmethod
+    def open(cls, path: Path | None) -> RouteBook:
+        return cls(path, load_routes) if path is not None else cls(Path("/nonexistent/routes.yaml"), _no_routes)
+
+
+def load_routes(path: Path) -> RouteTable:
+    """Read and validate a routes file (`RoutesError` with every problem and its line); the
+    problems that do not refuse it are logged."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RoutesError([f"{path}: cannot read the routes file: {exc}"]) from None
+    table = parse_routes(text, source=str(path), environment=environment_value)
+    for warning in table.warnings:
+        log.warning("%s", warning)
+    return table
+
+
+def _no_routes(path: Path) -> RouteTable:
+    return RouteTable()
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
