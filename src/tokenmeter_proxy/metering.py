@@ -104,7 +104,7 @@ class Meter:
     async def _usage(
         self, exchange: Exchange, reading: ResponseReading, *, billed: bool, model: str | None
     ) -> tuple[Usage, UsageSource]:
-        if reading.usage is not None:
+        if reading.usage is not None and reading.usage_final:
             return reading.usage, "upstream"
         if not billed:
             return Usage(), "upstream"
@@ -115,8 +115,14 @@ class Meter:
 
 
 def _estimate(exchange: Exchange, reading: ResponseReading, model: str | None) -> Usage:
-    """What the request sent and what came back, counted with tiktoken."""
-    facts = exchange.facts
-    input_tokens = tokens.count_input(facts.endpoint, model, facts.body, exchange.raw_body)
+    """What the request sent and what came back, counted with tiktoken; where the upstream
+    reported counts for part of a stream that then broke off, its figures, and the output
+    estimated from the text where that says more."""
     output_tokens = tokens.count_text(model, reading.output_text) if reading.output_parts else 0
-    return Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+    partial = reading.usage
+    if partial is not None:
+        return Usage(input_tokens=partial.input_tokens, output_tokens=max(partial.output_tokens, output_tokens),
+                     cached_input_tokens=partial.cached_input_tokens, cache_write_tokens=partial.cache_write_tokens,
+                     reasoning_tokens=partial.reasoning_tokens)
+    return Usage(input_tokens=exchange.route.protocol.count_input(exchange.facts, exchange.raw_body),
+                 output_tokens=output_tokens)
