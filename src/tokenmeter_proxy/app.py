@@ -108,6 +108,8 @@ def create_app(
     metrics.count_from("tokenmeter_records_replayed", "Spooled usage records stored once the database "
                        "answered again.", lambda: writer.replayed)
     upstreams = UpstreamPools(settings, transport)
+    for route in (builtin, *routes.current.routes.values()):
+        upstreams(route)  # now, not on a first request: TLS setup takes milliseconds, and a bad CA bundle stops startup
     user_ids = UserIds(secret=settings.user_id_hash_secret)
     catalog = Catalog()
     meter = Meter(prices=lambda: prices.current, sink=writer, metrics=metrics, clock=clock, catalog=catalog)

@@ -45,8 +45,10 @@ _RECORD = _object({
     "input_tokens": _COUNT, "cached_input_tokens": _COUNT, "output_tokens": _COUNT, "reasoning_tokens": _COUNT,
     "total_tokens": _COUNT, "cost": _MONEY, "currency": {"type": "string"}, "price_version": {"type": "string"},
     "usage_source": {"enum": list(get_args(UsageSource))}, "status_code": {"type": "integer"},
-    "streamed": {"type": "boolean"}, "latency_ms": _COUNT, "price_source": {"enum": ["pricing_file", "catalog"]},
-}, nullable=("session_id", "user_id", "api_key_id", "model", "cost", "status_code", "price_source"))
+    "streamed": {"type": "boolean"}, "latency_ms": _COUNT,
+    "price_source": {"enum": ["pricing_file", "upstream", "catalog"]}, "provider": {"type": "string"},
+    "route": {"type": "string"},
+}, nullable=("session_id", "user_id", "api_key_id", "model", "cost", "status_code", "price_source", "route"))
 _BUDGET_IN = {
     "type": "object", "required": ["scope", "period"],
     "properties": {
@@ -75,6 +77,7 @@ _PERIOD = {"enum": ["24h", "7d", "30d", "90d"], "default": "7d"}
 _FILTERS = [
     _query("session_id", _TEXT, "Only this session"), _query("user_id", _TEXT, "Only this user"),
     _query("model", _TEXT, "Only this model, as recorded"),
+    _query("provider", _TEXT, "Only this provider (openai, anthropic, google...: a route's provider)"),
 ]
 
 
@@ -87,7 +90,7 @@ def admin_openapi() -> dict[str, Any]:
         "security": [{"adminToken": []}],
         "paths": {
             "/api/usage/stats": {"get": {
-                "summary": "Totals, daily figures and per-model figures for a period",
+                "summary": "Totals, daily figures, per-model and per-provider figures for a period",
                 "parameters": [_query("period", _PERIOD, "Window ending now"), *_FILTERS,
                                _query("currency", {"type": "string", "maxLength": 8},
                                       "Report in this currency (the pricing file's exchange rates)")],
@@ -104,7 +107,8 @@ def admin_openapi() -> dict[str, Any]:
                 "parameters": [_query("period", _PERIOD, "Window ending now"),
                                _query("by", {"enum": ["session", "user", "model"], "default": "session"}, ""),
                                _query("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}, ""),
-                               _query("currency", {"type": "string", "maxLength": 8}, "Report in this currency")],
+                               _query("currency", {"type": "string", "maxLength": 8}, "Report in this currency"),
+                               _query("provider", _TEXT, "Only this provider")],
                 "responses": _ok("Top")}},
             "/api/usage/sessions/{session_id}": {"get": {
                 "summary": "One session's totals and records, newest first",
@@ -165,7 +169,8 @@ def admin_openapi() -> dict[str, Any]:
                     "period": {"type": "string"}, "currency": {"type": "string"}, "totals": _TOTALS,
                     "daily": {"type": "array", "items": _object({"date": {"type": "string"}, **_BRIEF})},
                     "by_model": {"type": "array", "items": _object({"model": {"type": "string"}, **_BRIEF},
-                                                                    nullable=("model",))}}),
+                                                                    nullable=("model",))},
+                    "by_provider": {"type": "array", "items": _object({"provider": {"type": "string"}, **_BRIEF})}}),
                 "Top": _object({"period": {"type": "string"}, "currency": {"type": "string"},
                                 "by": {"enum": ["session", "user", "model"]},
                                 "top": {"type": "array", "items": _object({"id": {"type": "string"}, **_BRIEF,
