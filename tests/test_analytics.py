@@ -7,6 +7,7 @@ import csv
 import datetime as dt
 import io
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,11 +16,15 @@ import pytest
 
 from conftest import admin_headers, proxy_client
 from test_storage import NOW, record
+from tokenmeter_proxy.admin_commands import _pricer
 from tokenmeter_proxy.app import create_app
+from tokenmeter_proxy.catalog import Catalog
 from tokenmeter_proxy.cli import main
 from tokenmeter_proxy.config import Settings
+from tokenmeter_proxy.pricing import parse_pricing
 from tokenmeter_proxy.reports import RECORD_FIELDS
 from tokenmeter_proxy.storage.engine import engine_from_url
+from tokenmeter_proxy.storage.maintenance import reprice
 from tokenmeter_proxy.storage.repository import Filters, Repository
 
 pytestmark = pytest.mark.anyio
@@ -61,6 +66,16 @@ async def test_reported_usage_is_recorded_priced_and_counted(api: httpx.AsyncCli
     assert logged["cost"] == 0.00325 and logged["price_source"] == "pricing_file"
     stats = (await api.get("/api/usage/stats", params={"session_id": "s-ext"})).json()
     assert stats["totals"]["requests"] == 1 and stats["totals"]["cached_input_tokens"] == 200
+
+
+async def test_reported_usage_names_its_provider_and_is_priced_as_that_providers(api: httpx.AsyncClient) -> None:
+    body = {"session_id": "s-ext", "model": "claude-like", "input_tokens": 1000, "output_tokens": 100}
+    default = (await api.post("/api/usage/log", json=body)).json()
+    assert (default["provider"], default["route"], default["price_source"]) == ("openai", None, "pricing_file")
+    other = (await api.post("/api/usage/log", json={**body, "provider": "some-lab"})).json()
+    assert (other["provider"], other["cost"]) == ("some-lab", None)  # top-level prices are OpenAI's and Azure's
+    refused = await api.post("/api/usage/log", json={**body, "provider": "Some Lab"})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "provider"
 
 
 @pytest.mark.parametrize(("body", "param"), [
@@ -177,6 +192,23 @@ def test_prices_never_change_history_silently(sqlite_url: str) -> None:
     [stored] = Repository(engine).records(Filters(), limit=1)
     engine.dispose()
     assert stored.cost == Decimal("0.5") and stored.price_version == "v1"
+
+
+def test_reprice_keeps_what_an_upstream_charged_unless_the_file_now_prices_the_model(sqlite_url: str,
+                                                                                      pricing_file: Path) -> None:
+    engine = engine_from_url(sqlite_url)
+    repository = Repository(engine)
+    charged = [replace(record(n, model=model, cost="0.0042", provider="openrouter"), price_source="upstream")
+               for n, model in ((1, "deepseek/deepseek-chat"), (2, "openai/gpt-4o-mini"))]
+    repository.insert_records([*charged, record(3, model="claude-like", cost="9", provider="anthropic")])
+    table = parse_pricing(pricing_file.read_text() + "providers:\n  openrouter:\n    models:\n"
+                          "      openai/gpt-4o-mini: {input: 0.15, output: 0.60}\n")
+    reprice(engine, repository.rollups, NOW - dt.timedelta(days=1), _pricer(table, Catalog()), version=table.version)
+    stored = {item.id[-1]: (item.cost, item.price_source) for item in repository.records(Filters(), limit=10)}
+    engine.dispose()
+    assert stored["1"] == (Decimal("0.0042"), "upstream")  # no price of its own: what OpenRouter charged stays
+    assert stored["2"] == (Decimal("0.000021"), "pricing_file")  # 100 x 0.15 + 10 x 0.60, per million
+    assert stored["3"][1] != "pricing_file"  # claude-like is priced top-level, for openai and azure only
 
 
 def test_pricing_import_adds_inside_the_models_block_whatever_follows(tmp_path: Path,

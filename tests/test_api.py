@@ -86,6 +86,31 @@ async def test_stats_by_period_filter_and_currency(api: httpx.AsyncClient) -> No
     assert euros["currency"] == "EUR" and Decimal(str(euros["totals"]["cost"])) == Decimal("0.00075")
 
 
+async def test_stats_by_provider_and_filtered_to_one(settings: Settings) -> None:
+    engine = engine_from_url(settings.database_url)
+    Repository(engine).insert_records([
+        record(1, hours_ago=1, cost="0.001"), record(2, hours_ago=30, model="claude-sonnet-4-5", cost="0.003",
+                                                     provider="anthropic"),
+        record(3, hours_ago=2, model="gemini-2.5-flash", cost="0.002", provider="google"),
+        record(4, hours_ago=3, model="claude-haiku-4-5", cost="0.0005", provider="anthropic"),
+    ])
+    engine.dispose()
+    async with proxy_client(create_app(settings, clock=lambda: NOW)) as client:
+        client.headers.update(admin_headers())
+        stats = (await client.get("/api/usage/stats")).json()
+        anthropic = (await client.get("/api/usage/stats", params={"provider": "anthropic"})).json()
+        top = (await client.get("/api/usage/top", params={"by": "model", "provider": "anthropic"})).json()
+        listed = (await client.get("/api/usage/records", params={"provider": "google"})).json()["records"]
+    assert [(row["provider"], row["requests"], row["cost"]) for row in stats["by_provider"]] == [
+        ("anthropic", 2, 0.0035), ("google", 1, 0.002), ("openai", 1, 0.001)]
+    assert set(stats["by_provider"][0]) == {"provider", "requests", "input_tokens", "output_tokens", "cost"}
+    assert (anthropic["totals"]["requests"], anthropic["totals"]["cost"]) == (2, 0.0035)
+    assert [row["model"] for row in anthropic["by_model"]] == ["claude-sonnet-4-5", "claude-haiku-4-5"]
+    assert [row["provider"] for row in anthropic["by_provider"]] == ["anthropic"]
+    assert [row["id"] for row in top["top"]] == ["claude-sonnet-4-5", "claude-haiku-4-5"]
+    assert [(item["provider"], item["route"]) for item in listed] == [("google", "google")]
+
+
 async def test_sessions_newest_first_with_paging(api: httpx.AsyncClient) -> None:
     page = (await api.get("/api/usage/sessions", params={"limit": "2"})).json()
     assert page["total"] == 3

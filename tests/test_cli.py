@@ -198,3 +198,39 @@ def test_stats_shows_where_each_budget_stands(sqlite_url: str, pricing_file: Pat
                               *out[2].split()[-2:]]
     assert out[3].split() == ["user", "u-9", "(total)", "0", "tokens", "0", "tokens", "5,000", "tokens", "5,000",
                               "tokens", "never"]
+
+
+def test_stats_by_provider(sqlite_url: str, pricing_file: Path, monkeypatch: pytest.MonkeyPatch,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    engine = engine_from_url(sqlite_url)
+    now = utc_now()
+    Repository(engine).insert_records([
+        replace(record(1, cost="0.25"), created_at=now),
+        replace(record(2, model="claude-sonnet-4-5", cost="0.5", provider="anthropic"), created_at=now),
+        replace(record(3, model="claude-haiku-4-5", cost="0.125", provider="anthropic"), created_at=now),
+    ])
+    engine.dispose()
+    monkeypatch.setenv("TOKENMETER_PRICING", str(pricing_file))
+    assert main(["stats", "--period", "24h", "--by", "provider", "--database-url", sqlite_url]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[3:] if line.strip()}
+    assert rows["anthropic"][1] == "2" and rows["anthropic"][-1] == "0.625"
+    assert rows["openai"][1] == "1" and rows["TOTAL"][-1] == "0.875"
+
+
+def test_routes_check_exits_1_naming_each_fault_and_0_for_a_good_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("routes:\n  anthropic: {upstream: https://api.anthropic.com, protocol: anthropic}\n"
+                    "  team: {upstream: https://api.anthropic.com, protocol: anthropic,\n"
+                    "         api_key_env: NO_SUCH_VARIABLE}\n")
+    assert main(["routes", "check", str(good)]) == 0
+    out, err = capsys.readouterr()
+    assert "OK, 2 route(s): /anthropic -> https://api.anthropic.com (anthropic, provider anthropic)" in out
+    assert f"{good}:4: routes.team.api_key_env: NO_SUCH_VARIABLE is not set" in err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("routes:\n  api: {upstream: https://x.example, protocol: openai}\n"
+                   "  b: {upstream: ftp://x.example, protocol: telepathy}\n")
+    assert main(["routes", "check", str(bad)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(": ")[0] for line in err] == [f"{bad}:2", f"{bad}:3", f"{bad}:3"]
+    assert main(["routes", "check", str(tmp_path / "missing.yaml")]) == 1

@@ -74,8 +74,8 @@ def test_a_variable_that_is_not_set_is_a_warning_not_a_refusal() -> None:
 def test_a_broken_file_is_refused_naming_the_line(text: str, line: int, words: str) -> None:
     with pytest.raises(RoutesError) as refused:
         parse_routes(text, source="routes.yaml")
-    assert any(problem.startswith(f"routes.yaml:{line}: ") and words in problem for problem in refused.value.problems), \
-        refused.value.problems
+    problems = refused.value.problems
+    assert any(problem.startswith(f"routes.yaml:{line}: ") and words in problem for problem in problems), problems
 
 
 def test_an_empty_routes_key_means_only_the_built_in_route() -> None:

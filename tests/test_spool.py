@@ -13,7 +13,7 @@ from tokenmeter_proxy.storage.spool import Spool
 
 def test_a_batch_comes_back_exactly_as_it_went_in(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
-    batch = [record(1, cost="0.0072500001"), record(2, cost=None, session=None)]
+    batch = [record(1, cost="0.0072500001"), record(2, cost=None, session=None, provider="anthropic")]
     spool.put(batch)
     [(claimed, records)] = list(spool.claim())
     assert records == batch

@@ -30,13 +30,14 @@ NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 
 
 def record(n: int, *, hours_ago: float = 0, session: str | None = "s-1", user: str | None = "u-1",
-           model: str | None = "gpt-4o", cost: str | None = "0.001", input_tokens: int = 100) -> UsageRecord:
+           model: str | None = "gpt-4o", cost: str | None = "0.001", input_tokens: int = 100,
+           provider: str = "openai") -> UsageRecord:
     return UsageRecord(
         id=f"{n:024x}", created_at=NOW - dt.timedelta(hours=hours_ago), session_id=session, user_id=user,
         api_key_id="0123456789abcdef", endpoint="chat/completions", model=model,
         usage=Usage(input_tokens=input_tokens, output_tokens=10, cached_input_tokens=5, reasoning_tokens=2),
         cost=None if cost is None else Decimal(cost), currency="USD", price_version="v1", usage_source="upstream",
-        status_code=200, streamed=False, latency_ms=12,
+        status_code=200, streamed=False, latency_ms=12, provider=provider, route=provider,
     )
 
 
@@ -168,17 +169,26 @@ def test_the_spend_migration_counts_records_stored_before_it(tmp_path: Path) -> 
 def test_rollups_give_the_same_figures_as_the_records(repository: Repository) -> None:
     batch = [record(n, hours_ago=n * 5, session=f"s-{n % 3}", user=f"u-{n % 2}",
                     model=("gpt-4o", "gpt-4o-mini", None)[n % 3], cost=None if n % 4 == 0 else f"0.{n:03d}",
-                    input_tokens=100 + n) for n in range(40)]
+                    input_tokens=100 + n, provider=("openai", "azure", "anthropic", "openai", "google")[n % 5])
+             for n in range(40)]
     repository.insert_records(batch[:25])
     repository.insert_records(batch[25:])
     for filters in (Filters(since=NOW - dt.timedelta(days=9)), Filters(since=NOW - dt.timedelta(hours=30)),
                     Filters(since=NOW - dt.timedelta(days=9), session_id="s-1"),
                     Filters(since=NOW - dt.timedelta(days=9), user_id="u-0", model="gpt-4o"),
-                    Filters(since=NOW - dt.timedelta(days=9), session_id="s-2", user_id="u-1")):
+                    Filters(since=NOW - dt.timedelta(days=9), session_id="s-2", user_id="u-1"),
+                    Filters(since=NOW - dt.timedelta(days=9), provider="azure"),
+                    Filters(since=NOW - dt.timedelta(hours=30), provider="openai", session_id="s-0"),
+                    Filters(since=NOW - dt.timedelta(days=9), provider="google", user_id="u-1")):
         from_rollups = Totals()
-        for _, _, _, figures in repository.window(filters):
+        for _, provider, _, figures in repository.window(filters):
+            assert filters.provider in (None, provider)
             from_rollups += figures
         assert from_rollups == repository.totals(filters), filters
+    by_provider = {group.key: group.totals.requests for group in repository.grouped("provider", Filters())}
+    assert by_provider == {"openai": 16, "azure": 8, "anthropic": 8, "google": 8}
+    top_models = dict(repository.top("model", NOW - dt.timedelta(days=9), limit=10, provider="anthropic"))
+    assert sum(totals.requests for totals in top_models.values()) == 8
 
 
 def test_session_totals_come_from_the_sessions_rollup(repository: Repository) -> None:
@@ -199,3 +209,27 @@ def test_rebuilding_a_day_recomputes_it_from_the_records(repository: Repository)
     window = repository.window(Filters(since=NOW - dt.timedelta(hours=1)))
     assert sum(figures.requests for _, _, _, figures in window) == 1
     assert repository.session("s-1", limit=10)[0] == repository.totals(Filters(session_id="s-1"))
+
+
+def test_the_provider_migration_keeps_every_figure_and_can_be_undone(database_url: str) -> None:
+    """Before 0010 every record came through /v1: it becomes OpenAI's, and its rollups too."""
+    engine = engine_from_url(database_url)
+    try:
+        downgrade(engine, "0009")
+        old = {k: v for k, v in record_values(record(1, cost="0.25")).items() if k not in ("provider", "route")}
+        reported = {**old, "id": f"{2:024x}", "usage_source": "reported"}
+        with engine.begin() as connection:
+            connection.execute(insert(table("usage_records", *(column(name) for name in old))), [old, reported])
+        upgrade(engine)
+        repository = Repository(engine)
+        stored = {item.id: (item.provider, item.route) for item in repository.records(Filters(), limit=10)}
+        assert stored == {f"{1:024x}": ("openai", "openai"), f"{2:024x}": ("openai", None)}
+        repository.insert_records([record(3, provider="anthropic", cost="0.5"), record(4, cost="0.25")])
+        downgrade(engine, "0009")  # Anthropic's figures fold into the only key the old rollups know
+        with engine.connect() as connection:
+            folded = connection.execute(select(column("model"), column("requests"), column("cost_e10")).select_from(
+                table("rollup_daily_model"))).all()
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    assert folded == [("gpt-4o", 2, 7_500_000_000)]
