@@ -95,8 +95,14 @@ def test_the_route_book_takes_valid_edits_and_keeps_its_routes_through_broken_on
     assert set(book.current.routes) == {"b"} and f"{path}:3: routes.c.upstream" in caplog.text
 
 
-def test_no_routes_file_serves_the_built_in_route_only() -> None:
-    assert RouteBook.open(None).current.routes == {}
+def test_without_a_routes_file_only_the_built_in_route_serves_until_one_appears(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    book = RouteBook.open(None)
+    assert book.current.routes == {} and not book.reload_if_changed()
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "routes.yaml").write_text("routes:\n  a: {upstream: https://a.example, protocol: openai}\n")
+    assert book.reload_if_changed() and set(book.current.routes) == {"a"}
 
 
 def test_the_shipped_routes_file_is_valid_and_routes_to_the_real_providers() -> None:

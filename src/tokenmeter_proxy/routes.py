@@ -12,6 +12,7 @@ routes file is parsed and checked here (line-precise), read and watched elsewher
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Callable, Mapping
@@ -50,13 +51,13 @@ class Route:
     api_key_env: str | None = None
     api_key: str | None = field(default=None, repr=False)
 
-    @property
+    @functools.cached_property
     def origin(self) -> str:
         """`scheme://host[:port]` of the upstream: one connection pool each."""
         parts = urlsplit(self.upstream)
         return f"{parts.scheme}://{parts.netloc}"
 
-    @property
+    @functools.cached_property
     def base_path(self) -> bytes:
         """The upstream URL's path without its trailing slash: `/api/v1`, or empty."""
         return urlsplit(self.upstream).path.rstrip("/").encode()

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
-from .config import environment_value
+from .config import DEFAULT_ROUTES, environment_value
 from .errors import FileRefused, RoutesError
 from .pricing import PriceTable, load_pricing
 from .routes import RouteTable, parse_routes
@@ -89,7 +89,9 @@ class RouteBook(WatchedFile[RouteTable]):
 
     @classmethod
     def open(cls, path: Path | None) -> RouteBook:
-        return cls(path, load_routes) if path is not None else cls(Path("/nonexistent/routes.yaml"), _no_routes)
+        """The routes of `path`; None: no file, so no routes but the built-in one until one appears
+        at the default place (config/routes.yaml)."""
+        return cls(path or DEFAULT_ROUTES, load_routes if path is not None else _routes_if_any)
 
 
 def load_routes(path: Path) -> RouteTable:
@@ -105,8 +107,8 @@ def load_routes(path: Path) -> RouteTable:
     return table
 
 
-def _no_routes(path: Path) -> RouteTable:
-    return RouteTable()
+def _routes_if_any(path: Path) -> RouteTable:
+    return load_routes(path) if path.exists() else RouteTable()
 
 
 def _identity(path: Path) -> tuple[int, int, int] | None:
