@@ -78,7 +78,8 @@ def demo_job(tmp_path_factory: pytest.TempPathFactory) -> Iterator[concurrent.fu
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory, demo_job: concurrent.futures.Future[str]) -> Iterator[Proxy]:
     """A proxy process holding known usage: 37 requests over sessions s-a, s-b and s-c (two
-    users, two models), two requests of a model without a price, and two budgets."""
+    users, two models), two requests of a model without a price, seven requests of two more
+    providers (anthropic and google, in s-b and s-c: s-a stays OpenAI's alone), and two budgets."""
     running = Proxy(tmp_path_factory.mktemp("browser"), NOWHERE)
     try:
         for i in range(37):
@@ -89,6 +90,11 @@ def proxy(tmp_path_factory: pytest.TempPathFactory, demo_job: concurrent.futures
         for _ in range(2):
             running.admin("/api/usage/log", "POST", {"session_id": "s-c", "user_id": "u-2", "model": "mystery-1",
                                                      "input_tokens": 50, "output_tokens": 5})
+        for i in range(7):  # priced from the catalog
+            provider, model = ("anthropic", "claude-sonnet-4-5") if i < 4 else ("google", "gemini-2.5-flash")
+            running.admin("/api/usage/log", "POST", {
+                "session_id": ["s-b", "s-c"][i % 2], "user_id": ["u-1", "u-2"][i % 2], "provider": provider,
+                "model": model, "input_tokens": 2000 + 100 * i, "output_tokens": 300})
         spent = running.admin("/api/usage/sessions/s-a")["totals"]["cost"]
         running.admin("/api/budgets", "PUT", {"scope": "session", "subject": "s-a", "period": "day",
                                               "max_cost": round(spent / 0.9, 8), "warn_at": 0.8})  # 90%: a warning
@@ -174,6 +180,20 @@ def number(text: str) -> int:
     return int(re.sub(r"[,.\u00a0\u202f ]", "", text))
 
 
+def money(text: str) -> float:
+    """An amount as the page writes it in English ("$1,234.50", "$0.0123")."""
+    return float(re.sub(r"[^0-9.-]", "", text))
+
+
+def same_money(text: str, amount: float) -> bool:
+    """The page's rounding of an amount: 4 decimals under one unit, 2 from one on."""
+    return abs(money(text) - amount) <= (0.00005 if abs(amount) < 1 else 0.005)
+
+
+def cells(rows: Any, column: int) -> list[str]:
+    return [row.locator("td").nth(column).inner_text() for row in rows.all()]
+
+
 def api(proxy: Proxy, path: str, **params: Any) -> Any:
     return proxy.admin(path, **params)
 
@@ -221,6 +241,87 @@ def test_the_overview_totals_equal_the_stats_api(proxy: Proxy, open_page: Any) -
     assert page.locator("#top-sessions tbody tr").count() == 3 and page.locator("#top-users tbody tr").count() == 2
     assert page.locator("#reconciliation-panel").is_hidden()  # nothing synced from the provider
     shot(page, "overview")
+
+
+def test_the_provider_panel_shows_each_providers_cost_as_the_stats_api_does(proxy: Proxy, open_page: Any) -> None:
+    page = open_page()
+    sign_in(page, proxy.url)
+    ready(page)
+    stats = api(proxy, "/api/usage/stats")
+    providers = stats["by_provider"]
+    assert {row["provider"] for row in providers} == {"anthropic", "google", "openai"}
+    chart = page.locator("#provider-chart svg")
+    expect(chart).to_have_attribute("data-points", str(len(providers)))
+    assert chart.get_attribute("aria-label") == "Cost by provider"
+    assert chart.locator("text.label title").all_text_contents() == [row["provider"] for row in providers]
+    rows = page.locator("#provider-table tbody tr")
+    assert cells(rows, 0) == [row["provider"] for row in providers]  # biggest cost first, as the API sorts
+    assert [number(text) for text in cells(rows, 1)] == [row["requests"] for row in providers]
+    assert [number(text) for text in cells(rows, 2)] == [row["input_tokens"] for row in providers]
+    assert [number(text) for text in cells(rows, 3)] == [row["output_tokens"] for row in providers]
+    for text, row in zip(cells(rows, 4), providers, strict=True):
+        assert row["cost"] > 0 and same_money(text, row["cost"]), (text, row)
+    shares = [int(text.rstrip("%")) for text in cells(rows, 5)]
+    assert shares == [round(100 * row["cost"] / stats["totals"]["cost"]) for row in providers]
+    assert page.locator("#provider-table th").all_inner_texts() == [
+        "Provider", "Requests", "Input tokens", "Output tokens", "Cost", "Share"]
+    shot(page, "providers")
+
+
+def test_choosing_a_provider_narrows_every_figure_and_survives_refresh_and_reload(
+        proxy: Proxy, open_page: Any) -> None:
+    page = open_page()
+    page.clock.install()  # the ten-second refresh, under the test's control
+    sign_in(page, proxy.url)
+    ready(page)
+    every = api(proxy, "/api/usage/stats")
+    names = sorted(row["provider"] for row in every["by_provider"])
+    select = page.get_by_label("Provider", exact=True)
+    expect(select.locator("option")).to_have_text(["All providers", *names])
+    assert select.input_value() == "" and page.locator("#provider-note").is_hidden()
+
+    select.select_option("anthropic")
+    narrowed = api(proxy, "/api/usage/stats", provider="anthropic")
+    assert 0 < narrowed["totals"]["requests"] < every["totals"]["requests"]
+    _expect_totals(page, narrowed)
+    note = page.locator("#provider-note")
+    expect(note).to_be_visible()
+    assert "Showing anthropic only" in note.inner_text()
+    assert cells(page.locator("#provider-table tbody tr"), 0) == ["anthropic"]  # one bar, one row
+    expect(page.locator("#provider-chart svg")).to_have_attribute("data-points", "1")
+    assert cells(page.locator("#model-table tbody tr"), 0) == [row["model"] for row in narrowed["by_model"]]
+    top = api(proxy, "/api/usage/top", by="session", provider="anthropic")["top"]
+    expect(page.locator("#top-sessions tbody a")).to_have_text([row["id"] for row in top])
+    assert page.locator(".callout.warn").count() == 0  # mystery-1, the unpriced model, is OpenAI's
+    assert page.locator("#reconciliation-panel").is_hidden()
+    expect(select.locator("option")).to_have_text(["All providers", *names])  # every provider stays on offer
+    shot(page, "provider-filtered")
+
+    proxy.admin("/api/usage/log", "POST", {"session_id": "s-b", "user_id": "u-1", "provider": "anthropic",
+                                           "model": "claude-sonnet-4-5", "input_tokens": 10, "output_tokens": 1})
+    page.clock.fast_forward(10_500)  # the refresh keeps the filter
+    expect(page.locator("#total-requests")).to_have_attribute(
+        "data-value", str(narrowed["totals"]["requests"] + 1))
+    _expect_totals(page, api(proxy, "/api/usage/stats", provider="anthropic"))
+    page.reload()  # so does a reload
+    ready(page)
+    _expect_totals(page, api(proxy, "/api/usage/stats", provider="anthropic"))
+    assert select.input_value() == "anthropic" and note.is_visible()
+
+    page.get_by_role("button", name="Show all providers").click()
+    _expect_totals(page, api(proxy, "/api/usage/stats"))
+    assert select.input_value() == "" and note.is_hidden()
+    assert page.evaluate("localStorage.getItem('tm-provider')") is None
+
+
+def _expect_totals(page: Any, stats: dict[str, Any]) -> None:
+    """Wait for the overview's totals to be those of `stats`, then compare each of them."""
+    totals = stats["totals"]
+    expect(page.locator("#total-requests")).to_have_attribute("data-value", str(totals["requests"]))
+    for element, key in (("requests", "requests"), ("input", "input_tokens"), ("cached", "cached_input_tokens"),
+                         ("output", "output_tokens"), ("tokens", "total_tokens")):
+        assert number(page.locator(f"#total-{element}").inner_text()) == totals[key], key
+    assert float(page.locator("#total-cost").get_attribute("data-value")) == totals["cost"]
 
 
 def test_the_numbers_refresh_every_ten_seconds_without_a_reload(proxy: Proxy, open_page: Any) -> None:
@@ -303,7 +404,21 @@ def test_sessions_search_and_a_session_page_lists_exactly_its_records(proxy: Pro
     budget = page.locator(".budget.warn")
     assert "Session" in budget.inner_text() and "s-a" in budget.inner_text() and "warning" in budget.inner_text()
     assert page.locator(".budget").count() == 2  # its own and the global one
+    assert set(cells(page.locator("#records tbody tr"), 1)) == {"openai"}
     shot(page, "session")
+
+
+def test_a_session_page_names_each_requests_provider(proxy: Proxy, open_page: Any) -> None:
+    page = open_page()
+    sign_in(page, proxy.url, path="/dashboard/sessions/s-b")
+    ready(page)
+    records = api(proxy, "/api/usage/sessions/s-b")["records"]
+    assert page.locator("#records th").nth(1).inner_text() == "Provider"
+    rows = page.locator("#records tbody tr")
+    assert [row.get_attribute("data-record") for row in rows.all()] == [record["id"] for record in records]
+    assert cells(rows, 1) == [record["provider"] for record in records]
+    assert {"openai", "anthropic"} <= set(cells(rows, 1))
+    assert cells(rows, 2) == [record["model"] for record in records]
 
 
 def test_a_german_browser_gets_german_labels_and_numbers(proxy: Proxy, open_page: Any) -> None:
@@ -319,6 +434,25 @@ def test_a_german_browser_gets_german_labels_and_numbers(proxy: Proxy, open_page
     assert page.locator("#total-cost").inner_text().endswith("$")  # "0,0123 $"
     assert page.evaluate("document.documentElement.lang") == "de-DE"
     shot(page, "overview-de")
+
+
+def test_the_provider_panel_and_filter_speak_german(proxy: Proxy, open_page: Any) -> None:
+    page = open_page("de-DE")
+    sign_in(page, proxy.url)
+    ready(page)
+    select = page.get_by_label("Anbieter", exact=True)
+    expect(select.locator("option").first).to_have_text("Alle Anbieter")
+    expect(page.locator("#provider-chart svg")).to_have_attribute("aria-label", "Kosten nach Anbieter")
+    assert page.get_by_role("heading", name="Kosten nach Anbieter").is_visible()
+    assert page.locator("#provider-table th").all_inner_texts() == [
+        "Anbieter", "Anfragen", "Eingabe-Tokens", "Ausgabe-Tokens", "Kosten", "Anteil"]
+    select.select_option("google")
+    expect(page.locator("#provider-note")).to_be_visible()
+    assert page.locator("#provider-note").inner_text().startswith("Nur google:")
+    google = api(proxy, "/api/usage/stats", provider="google")["totals"]
+    expect(page.locator("#total-requests")).to_have_attribute("data-value", str(google["requests"]))
+    assert page.get_by_role("button", name="Alle Anbieter zeigen").is_visible()
+    shot(page, "provider-filtered-de")
 
 
 def test_a_widget_link_works_until_it_expires_or_is_tampered_with(proxy: Proxy, open_page: Any) -> None:

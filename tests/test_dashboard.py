@@ -4,11 +4,13 @@ What a browser makes of the pages is tests/test_browser.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -241,6 +243,47 @@ async def test_a_german_browser_gets_german_pages(dash: Dashboard) -> None:
     page = await dash.client.get("/dashboard", headers={**german, "cookie": f"{SESSION_COOKIE}={cookie}"})
     for label in ("Übersicht", "Sitzungen", "Anfragen", "Kosten", "Abmelden"):
         assert label in page.text
+
+
+async def test_the_overview_offers_a_provider_filter_and_a_provider_panel(dash: Dashboard) -> None:
+    cookie = {"cookie": f"{SESSION_COOKIE}={await dash.cookie()}"}
+    english = (await dash.client.get("/dashboard", headers=cookie)).text
+    assert '<label for="provider">Provider</label>' in english
+    assert '<select id="provider"><option value="">All providers</option></select>' in english
+    assert "<h2>Cost by provider</h2>" in english and 'id="provider-chart"' in english
+    assert 'id="provider-table"' in english and ">Show all providers</button>" in english
+    assert english.index("Cost by model") < english.index("Cost by provider")  # the panels side by side
+    german = (await dash.client.get("/dashboard", headers={**cookie, "accept-language": "de-DE"})).text
+    for text in ('<label for="provider">Anbieter</label>', '<option value="">Alle Anbieter</option>',
+                 "<h2>Kosten nach Anbieter</h2>", ">Alle Anbieter zeigen</button>"):
+        assert text in german, text
+
+
+async def test_the_provider_filter_narrows_what_the_overview_reads(dash: Dashboard, settings: Settings) -> None:
+    engine = engine_from_url(settings.database_url)
+    Repository(engine).insert_records([  # beside the fixture's OpenAI records
+        dataclasses.replace(record(n, hours_ago=n, session="s-claude", user="dora", model="claude-sonnet-4-5",
+                                   cost="0.75"), provider="anthropic", route="anthropic") for n in (6, 7)])
+    engine.dispose()
+    headers = {"cookie": f"{SESSION_COOKIE}={await dash.cookie()}", **SAME_ORIGIN}  # as the page asks
+
+    async def read(path: str, **params: str) -> Any:
+        response = await dash.client.get(path, params=params, headers=headers)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    every = await read("/api/usage/stats", period="7d")  # the filter's options
+    assert [(row["provider"], row["requests"], row["cost"]) for row in every["by_provider"]] == [
+        ("openai", 4, 2.75), ("anthropic", 2, 1.5)]  # biggest cost first
+    narrowed = await read("/api/usage/stats", period="7d", provider="anthropic")
+    assert narrowed["totals"]["requests"] == 2 and narrowed["totals"]["cost"] == 1.5
+    assert [row["provider"] for row in narrowed["by_provider"]] == ["anthropic"]
+    assert [row["model"] for row in narrowed["by_model"]] == ["claude-sonnet-4-5"]
+    for by, ident in (("session", "s-claude"), ("user", "dora"), ("model", "claude-sonnet-4-5")):
+        top = await read("/api/usage/top", by=by, period="7d", provider="anthropic")
+        assert [row["id"] for row in top["top"]] == [ident]
+    session = await read("/api/usage/sessions/s-claude")  # what the session page's provider column shows
+    assert [row["provider"] for row in session["records"]] == ["anthropic", "anthropic"]
 
 
 def test_both_languages_have_every_string_the_templates_and_scripts_use() -> None:

@@ -1,19 +1,53 @@
-// The overview: totals, the daily trend, cost by model, top sessions and users, budgets and
-// reconciliation for the chosen period, refreshed every 10 s without reloading the page.
+// The overview: totals, the daily trend, cost by model and by provider, top sessions and users,
+// budgets and reconciliation for the chosen period (and provider, if one is chosen), refreshed
+// every 10 s without reloading the page.
 import { budgetView, defaultsView } from "./budgets.js";
 import { barChart, trendChart } from "./charts.js";
 import { api, currency, currencySelector, el, emptyNote, failed, fmt, refreshEvery, replace, setText, status, t,
          table } from "./common.js";
 
 const PERIODS = ["24h", "7d", "30d", "90d"];
+const PROVIDER_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;  // as the API names providers
 let period = PERIODS.includes(localStorage.getItem("tm-period")) ? localStorage.getItem("tm-period") : "7d";
-let generation = 0;  // answers to an older load (another period, another currency) are dropped
+// "" is every provider; anything else in the store (edited by hand, say) is not sent to the API
+const stored = localStorage.getItem("tm-provider") ?? "";
+let provider = PROVIDER_NAME.test(stored) ? stored : "";
+let seen = [];  // the providers of the period (the unfiltered stats' by_provider): the filter's options
+let generation = 0;  // answers to an older load (another period, currency or provider) are dropped
 let firstShown = false;
 
 function showPeriodButtons() {
   for (const button of document.querySelectorAll("[data-period]")) {
     button.setAttribute("aria-pressed", String(button.dataset.period === period));
   }
+}
+
+/** The filter's options: the providers seen in the period, and the chosen one, seen or not. */
+function showProviderOptions() {
+  const select = document.getElementById("provider");
+  const names = [...new Set([...seen, ...(provider ? [provider] : [])])].sort();
+  const listed = [...select.options].slice(1).map((option) => option.value);
+  // rebuilt only when the list changes, so that a refresh never closes a list the reader has open
+  if (names.join("\n") !== listed.join("\n")) {
+    select.replaceChildren(select.options[0], ...names.map((name) => el("option", { value: name, text: name })));
+  }
+  select.value = provider;
+}
+
+/** Say, above the figures, which provider they are narrowed to (nothing when it is all of them). */
+function showProviderNote() {
+  document.getElementById("provider-note").hidden = provider === "";
+  document.querySelector(".provider-filter").classList.toggle("active", provider !== "");
+  setText("provider-note-text", t("provider_filtered", { provider }));
+}
+
+function chooseProvider(name) {
+  provider = name;
+  if (name) localStorage.setItem("tm-provider", name);
+  else localStorage.removeItem("tm-provider");
+  showProviderOptions();
+  showProviderNote();
+  refresh();
 }
 
 function showTotals(stats) {
@@ -25,7 +59,8 @@ function showTotals(stats) {
   setText("total-tokens", fmt.int(totals.total_tokens));
   setText("total-cost", fmt.money(totals.cost, stats.currency));
   for (const node of document.querySelectorAll("[data-total]")) node.dataset.value = String(totals[node.dataset.total]);
-  document.getElementById("empty").hidden = totals.requests > 0;
+  // "nothing recorded yet, here is how to start" is about the install, not about one provider
+  document.getElementById("empty").hidden = totals.requests > 0 || provider !== "";
   setText("empty-snippet", `OpenAI(base_url="${location.origin}/v1")`);
   document.getElementById("main").dataset.state = "ready";
   if (!firstShown) {
@@ -70,29 +105,47 @@ function showTrend(stats) {
                               fmt.int(day.output_tokens), fmt.money(day.cost, stats.currency)])));
 }
 
-function showModels(stats, unpriced) {
-  const chart = document.getElementById("model-chart");
-  if (!stats.by_model.length) {
+/**
+ * A cost breakdown panel: bars (in the API's order, biggest cost first) and a table with each
+ * row's share of the total. `name` gives a row's label; `costText` its cost as the table shows it.
+ */
+function showBreakdown(ids, rows, stats, { heading, label, name, barText, costText }) {
+  const chart = document.getElementById(ids.chart);
+  if (!rows.length) {
     chart.replaceChildren(emptyNote(t("no_data_period")));
-    replace("model-table");
+    replace(ids.table);
     return;
   }
+  const money = (row) => fmt.money(row.cost, stats.currency);
   const total = stats.totals.cost || 0;
-  barChart(chart, stats.by_model.map((row) => ({
-    label: row.model ?? t("unknown_model"), value: row.cost,
-    text: unpriced.get(row.model ?? "") === row.requests ? t("unpriced") : fmt.money(row.cost, stats.currency),
-    title: `${row.model}: ${fmt.money(row.cost, stats.currency)}, ${fmt.int(row.requests)} ${t("requests")}` })),
-  { ariaLabel: t("cost_by_model") });
-  replace("model-table", table(
-    [{ label: t("model") }, { label: t("requests"), numeric: true }, { label: t("input_tokens"), numeric: true },
+  barChart(chart, rows.map((row) => ({
+    label: name(row), value: row.cost, text: barText?.(row) ?? money(row),
+    title: `${name(row)}: ${money(row)}, ${fmt.int(row.requests)} ${t("requests")}` })),
+  { ariaLabel: heading });
+  replace(ids.table, table(
+    [{ label }, { label: t("requests"), numeric: true }, { label: t("input_tokens"), numeric: true },
      { label: t("output_tokens"), numeric: true }, { label: t("cost"), numeric: true },
      { label: t("share"), numeric: true }],
-    stats.by_model.map((row) => [
-      row.model ?? t("unknown_model"), fmt.int(row.requests), fmt.int(row.input_tokens), fmt.int(row.output_tokens),
-      unpriced.has(row.model ?? "")
-        ? `${fmt.money(row.cost, stats.currency)} (${t("unpriced_count", { count: fmt.int(unpriced.get(row.model ?? "")) })})`
-        : fmt.money(row.cost, stats.currency),
-      total > 0 ? fmt.percent(row.cost / total) : "–"])));
+    rows.map((row) => [name(row), fmt.int(row.requests), fmt.int(row.input_tokens), fmt.int(row.output_tokens),
+                       costText?.(row) ?? money(row), total > 0 ? fmt.percent(row.cost / total) : "–"])));
+}
+
+function showModels(stats, unpriced) {
+  const key = (row) => row.model ?? "";
+  showBreakdown({ chart: "model-chart", table: "model-table" }, stats.by_model, stats, {
+    heading: t("cost_by_model"), label: t("model"), name: (row) => row.model ?? t("unknown_model"),
+    // a model none of whose requests has a price costs nothing: say so rather than show 0
+    barText: (row) => (unpriced.get(key(row)) === row.requests ? t("unpriced") : undefined),
+    costText: (row) => (unpriced.has(key(row))
+      ? `${fmt.money(row.cost, stats.currency)} (${t("unpriced_count", { count: fmt.int(unpriced.get(key(row))) })})`
+      : undefined),
+  });
+}
+
+/** Cost by provider; filtered to one provider, its single bar (the filter is said above). */
+function showProviders(stats) {
+  showBreakdown({ chart: "provider-chart", table: "provider-table" }, stats.by_provider, stats, {
+    heading: t("cost_by_provider"), label: t("provider_label"), name: (row) => row.provider });
 }
 
 function showTop(id, page, linkTo) {
@@ -138,11 +191,15 @@ function showReconciliation(report) {
 
 async function load() {
   const mine = ++generation;
-  const query = `period=${period}&currency=${encodeURIComponent(currency.code)}`;
+  const everything = `period=${period}&currency=${encodeURIComponent(currency.code)}`;
+  const query = provider ? `${everything}&provider=${encodeURIComponent(provider)}` : everything;
   const current = () => mine === generation;
   // the totals first, on their own: the rest is asked for once they are on screen
   const stats = api(`/api/usage/stats?${query}`);
   const after = (request) => stats.then(request, request);
+  // the filter offers every provider of the period: the unfiltered stats, which are these very
+  // stats unless a provider is chosen
+  const unfiltered = provider ? after(() => api(`/api/usage/stats?${everything}`)) : stats;
   const models = after(() => api(`/api/usage/top?by=model&limit=100&${query}`));
   const parts = [
     models,
@@ -154,6 +211,13 @@ async function load() {
       if (!current()) return;
       showCallouts(stats, unpriced);
       showModels(stats, unpriced);
+      showProviders(stats);
+      // reconciliation compares OpenAI's own figures with the metered OpenAI records alone:
+      // it has nothing to say about another provider
+      if (provider && provider !== "openai") {
+        document.getElementById("reconciliation-panel").hidden = true;
+        return;
+      }
       const first = stats.daily[0]?.date;
       const last = stats.daily[stats.daily.length - 1]?.date;
       return api(`/api/usage/reconciliation?start_date=${first}&end_date=${last}`)
@@ -164,6 +228,11 @@ async function load() {
     after(() => api(`/api/usage/top?by=user&limit=10&${query}`)).then((page) => current() && showTop(
       "top-users", page, (id) => `/dashboard/sessions?q=${encodeURIComponent(id)}`)),
     after(() => api("/api/budgets")).then((listing) => current() && showBudgets(listing)),
+    unfiltered.then((all) => {
+      if (!current()) return;
+      seen = all.by_provider.map((row) => row.provider);
+      showProviderOptions();
+    }),
   ];
   const results = await Promise.allSettled(parts);
   const problem = results.find((result) => result.status === "rejected");
@@ -176,6 +245,10 @@ async function load() {
 
 currencySelector(() => refresh());
 showPeriodButtons();
+showProviderOptions();
+showProviderNote();
+document.getElementById("provider").addEventListener("change", (event) => chooseProvider(event.target.value));
+document.getElementById("provider-clear").addEventListener("click", () => chooseProvider(""));
 for (const button of document.querySelectorAll("[data-period]")) {
   button.addEventListener("click", () => {
     period = button.dataset.period;

@@ -28,14 +28,15 @@ function showRecords(records, totals) {
   setText("records-note", records.length < totals.requests
     ? t("records_newest", { shown: fmt.int(records.length), total: fmt.int(totals.requests) }) : "");
   replace("records", table(
-    [{ label: t("time") }, { label: t("model") }, { label: t("endpoint") }, { label: t("user") },
-     { label: t("input_tokens"), numeric: true }, { label: t("cached"), numeric: true },
+    [{ label: t("time") }, { label: t("provider_label") }, { label: t("model") }, { label: t("endpoint") },
+     { label: t("user") }, { label: t("input_tokens"), numeric: true }, { label: t("cached"), numeric: true },
      { label: t("output_tokens"), numeric: true }, { label: t("cost"), numeric: true }, { label: t("status") },
      { label: t("latency_ms"), numeric: true }, { label: t("source") }],
-    records.map((r) => [fmt.moment(r.created_at), r.model ?? "–", r.endpoint + (r.streamed ? " ⇣" : ""),
-                        r.user_id ?? "–", fmt.int(r.input_tokens), fmt.int(r.cached_input_tokens),
-                        fmt.int(r.output_tokens), r.cost === null ? t("unpriced") : currency.show(r.cost),
-                        r.status_code ?? "–", fmt.int(r.latency_ms), t(`source_${r.usage_source}`)]),
+    records.map((r) => [fmt.moment(r.created_at), r.provider ?? "–", r.model ?? "–",
+                        r.endpoint + (r.streamed ? " ⇣" : ""), r.user_id ?? "–", fmt.int(r.input_tokens),
+                        fmt.int(r.cached_input_tokens), fmt.int(r.output_tokens),
+                        r.cost === null ? t("unpriced") : currency.show(r.cost), r.status_code ?? "–",
+                        fmt.int(r.latency_ms), t(`source_${r.usage_source}`)]),
     { rowAttributes: (i) => ({ "data-record": records[i].id }) }));
 }
 
