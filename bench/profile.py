@@ -3,6 +3,8 @@
 
     .venv/bin/python bench/profile.py --scenario nonstream --seconds 15
     .venv/bin/python bench/profile.py --target tokenmeter_pg_budget --concurrency 1
+    .venv/bin/python bench/profile.py --scenario astream        # Anthropic streams through the route
+    .venv/bin/python bench/profile.py --target tokenmeter_before --before /tmp/tm-before   # an earlier checkout
 
 Runs the fake upstream and a proxy target like bench/run.py, samples the thread holding the GIL
 at 250 Hz (py-spy --gil: idle waits are not samples) while wrk or the stream load runs, and
@@ -24,7 +26,8 @@ from run import HERE, PYTHON, Target, free_port, start, stop, streamload, wait_p
 LAYERS = [  # first match wins, checked against each frame from the leaf up
     ("tiktoken (token counting)", ("tiktoken",)),
     ("orjson / SSE / usage reading", ("tokenmeter_proxy/sse.py", "tokenmeter_proxy/usage.py",
-                                      "tokenmeter_proxy/request_body.py")),
+                                      "tokenmeter_proxy/request_body.py", "tokenmeter_proxy/providers/",
+                                      "tokenmeter_proxy/openai_usage.py", "tokenmeter_proxy/identity.py")),
     ("metering + pricing + metrics", ("tokenmeter_proxy/metering.py", "tokenmeter_proxy/pricing.py",
                                       "tokenmeter_proxy/metrics.py", "prometheus_client", "decimal")),
     ("budgets", ("tokenmeter_proxy/budget",)),
@@ -32,7 +35,7 @@ LAYERS = [  # first match wins, checked against each frame from the leaf up
     ("upstream client", ("tokenmeter_proxy/http1.py", "tokenmeter_proxy/upstream.py", "aiohttp", "httpx",
                          "httpcore")),
     ("middleware + forwarder", ("tokenmeter_proxy/middleware.py", "tokenmeter_proxy/proxy.py",
-                                "tokenmeter_proxy/app.py")),
+                                "tokenmeter_proxy/app.py", "tokenmeter_proxy/routes.py")),
     ("uvicorn + httptools", ("uvicorn", "httptools")),
     ("event loop (uvloop/asyncio)", ("uvloop", "asyncio")),
 ]
@@ -72,9 +75,10 @@ def _layer(frames: list[str]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenario", choices=["nonstream", "stream"], default="nonstream")
-    parser.add_argument("--target", default="tokenmeter",
-                        choices=["tokenmeter", "tokenmeter_pg", "tokenmeter_budget", "tokenmeter_pg_budget"])
+    parser.add_argument("--scenario", choices=["nonstream", "stream", "astream"], default="nonstream")
+    targets = ["tokenmeter", "tokenmeter_pg", "tokenmeter_budget", "tokenmeter_pg_budget"]
+    parser.add_argument("--target", default="tokenmeter", choices=targets + [t + "_before" for t in targets])
+    parser.add_argument("--before", help="the checkout serving a *_before target (as in bench/run.py)")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
@@ -96,14 +100,17 @@ def main() -> None:
             before = target.cpu()
             if args.scenario == "nonstream":
                 done = wrk(url, args.concurrency, args.seconds, "1")["requests"]
-            else:
+            elif args.scenario == "stream":
                 done = streamload(url, 256, args.seconds, "1")["streams"]
+            else:
+                assert target.messages_path, "astream needs a target with the anthropic route"
+                done = streamload(target.url + target.messages_path, 256, args.seconds, "1", "anthropic")["streams"]
             cpu_per_request = (target.cpu() - before) / max(done, 1) * 1e6
             spy.wait(args.seconds + 30)
     finally:
         stop(upstream)
         log.close()
-    unit = "request" if args.scenario == "nonstream" else "stream of 20 chunks"
+    unit = {"nonstream": "request", "stream": "stream of 20 chunks", "astream": "stream of 22 events"}[args.scenario]
     print(f"## Profile: {args.target}, {args.scenario}" + (f" c={args.concurrency}" if args.scenario == "nonstream"
           else " x256") + f", {args.seconds} s, py-spy --gil at 250 Hz\n")
     print(f"CPU of the proxy process: {cpu_per_request:.0f} µs per {unit}.\n")

@@ -8,11 +8,15 @@ ratios taken in one run do not).
 Targets: direct, naive_httpx, naive_aiohttp (bench/baselines.py), tokenmeter (SQLite),
 tokenmeter_pg (PostgreSQL), and tokenmeter_budget / tokenmeter_pg_budget, where a default
 budget applies to every request (each is estimated with tiktoken and reserved first);
-tokenmeter_pg_x2 is two proxies sharing one PostgreSQL behind nginx (deploy/nginx.conf).
+tokenmeter_pg_x2 is two proxies sharing one PostgreSQL behind nginx (deploy/nginx.conf). With
+--before DIR (a checkout of an earlier commit with its own .venv), a target named NAME_before is
+NAME served by that checkout, side by side with this one in the same run.
 Each proxy runs pinned to --proxy-cores; the fake upstream and the load generators share the
 other cores. CPU per request is the utime+stime of the proxy's whole process tree (threads and
 workers included) over the measurement, divided by completed requests.
 Scenarios: nonstream (wrk at each --concurrency), stream (bench/streamload.py at each --streams),
+astream (Anthropic message streams with as many events: /anthropic/v1/messages on tokenmeter,
+through a routes file whose `anthropic` route is the fake upstream; /v1/messages elsewhere),
 bigprompt (small requests beside 100,000-token prompts), memory (RSS over --memory-requests),
 mixed (20,000 requests, streamed and not, 5% upstream errors: proxy errors, records lost, RSS).
 """
@@ -150,9 +154,9 @@ def wrk(url: str, connections: int, duration: float, cores: str) -> dict[str, An
     return result
 
 
-def streamload(url: str, streams: int, duration: float, cores: str) -> dict[str, Any]:
+def streamload(url: str, streams: int, duration: float, cores: str, protocol: str = "openai") -> dict[str, Any]:
     command = [PYTHON, str(HERE / "streamload.py"), "--url", url, "--streams", str(streams),
-               "--duration", str(duration)]
+               "--duration", str(duration), "--protocol", protocol]
     out = subprocess.run(pinned(cores) + command, capture_output=True, text=True)
     try:
         return dict(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -165,6 +169,13 @@ class Target:
 
     def __init__(self, name: str, args: argparse.Namespace, upstream: str, workdir: Path, log: Any) -> None:
         self.name, self.args, self.upstream, self.log = name, args, upstream, log
+        # NAME_before is NAME served by the --before checkout, with its own executable and prices
+        self.kind = name.removesuffix("_before")
+        self.before = self.kind != name
+        if self.before and not args.before:
+            sys.exit(f"{name}: say which checkout serves it with --before DIR")
+        self.root = Path(args.before) if self.before else ROOT
+        self.proxy = str(self.root / ".venv" / "bin" / "tokenmeter-proxy") if self.before else PROXY
         self.process: subprocess.Popen[bytes] | None = None
         self.replicas: list[subprocess.Popen[bytes]] = []  # *_x2: the second proxy and the balancer
         self.database: str | None = None
@@ -184,12 +195,12 @@ class Target:
                        "--upstream", self.upstream]
         else:
             self.database = self._database()
-            subprocess.run([PROXY, "migrate", "--database-url", self.database], check=True, stdout=self.log,
+            subprocess.run([self.proxy, "migrate", "--database-url", self.database], check=True, stdout=self.log,
                            stderr=subprocess.STDOUT)
-            if self.name.endswith("_budget"):
+            if self.kind.endswith("_budget"):
                 # every request then reserves against one budget (and is estimated with tiktoken first)
                 environ["TOKENMETER_DEFAULT_BUDGETS"] = '[{"scope": "session", "period": "day", "max_cost": 1000000}]'
-            if self.name.endswith("_x2"):
+            if self.kind.endswith("_x2"):
                 self._replicas(environ)
                 return self
             command = self._serve(self.port)
@@ -197,11 +208,24 @@ class Target:
         wait_port(self.port, self.process)
         return self
 
+    @property
+    def messages_path(self) -> str | None:
+        """Where this target serves Anthropic's Messages API: None on the --before checkout, which may
+        predate routes (it would only forward /v1/messages unmetered)."""
+        if not self.name.startswith("tokenmeter"):
+            return "/v1/messages"
+        return None if self.before else "/anthropic/v1/messages"
+
     def _serve(self, port: int) -> list[str]:
         assert self.database is not None
-        return [PROXY, "serve", "--port", str(port), "--upstream", self.upstream, "--database-url", self.database,
-                "--pricing", str(ROOT / "config" / "pricing.yaml"), "--admin-token", "bench",
-                "--workers", str(self.args.workers)]
+        command = [self.proxy, "serve", "--port", str(port), "--upstream", self.upstream, "--database-url",
+                   self.database, "--pricing", str(self.root / "config" / "pricing.yaml"), "--admin-token", "bench",
+                   "--workers", str(self.args.workers)]
+        if not self.before:
+            routes, origin = self.workdir / "routes.yaml", self.upstream.removesuffix("/v1")
+            routes.write_text(f"routes:\n  anthropic: {{upstream: {origin}, protocol: anthropic}}\n")
+            command += ["--routes", str(routes)]
+        return command
 
     def _replicas(self, environ: dict[str, str]) -> None:
         """Two proxies sharing one database behind nginx, configured as deploy/nginx.conf (round
@@ -275,6 +299,12 @@ def measure(target: Target, args: argparse.Namespace, load_cores: str) -> list[d
                 before = target.cpu()
                 result = streamload(url, streams, args.duration, load_cores)
                 rows.append(_row(target, f"stream x{streams}", result, before, result["streams"]))
+        elif scenario == "astream" and target.messages_path:
+            for streams in args.streams:
+                before = target.cpu()
+                result = streamload(target.url + target.messages_path, streams, args.duration, load_cores,
+                                    "anthropic")
+                rows.append(_row(target, f"astream x{streams}", result, before, result["streams"]))
         elif scenario == "memory" and target.process:
             rows.append(_memory(target, url, args, load_cores))
         elif scenario == "bigprompt" and target.process:
@@ -368,7 +398,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="direct,naive_httpx,naive_aiohttp,tokenmeter,tokenmeter_pg,"
                                           "tokenmeter_pg_budget")
-    parser.add_argument("--scenarios", default="nonstream,stream")
+    parser.add_argument("--scenarios", default="nonstream,stream,astream")
     parser.add_argument("--concurrency", default="1,64")
     parser.add_argument("--streams", default="64,256")
     parser.add_argument("--duration", type=int, default=8)
@@ -377,6 +407,8 @@ def main() -> None:
     parser.add_argument("--proxy-cores", default="0", help="cores for the proxy under test (taskset list)")
     parser.add_argument("--memory-requests", type=int, default=100_000)
     parser.add_argument("--mixed-requests", type=int, default=20_000)
+    parser.add_argument("--before", help="a checkout of an earlier commit, with its own .venv, serving the "
+                                         "NAME_before targets")
     parser.add_argument("--json", help="also write the raw rows here")
     args = parser.parse_args()
     args.concurrency = [int(n) for n in args.concurrency.split(",")]

@@ -1,8 +1,9 @@
-"""Streaming load: N clients, each opening chat completion streams back to back on a kept-alive
-connection, for a duration. Prints one JSON line: streams, streams/s, time to first byte
-(first body bytes) p50/p99 in ms, errors.
+"""Streaming load: N clients, each opening chat completion streams (or Anthropic message streams,
+with --protocol anthropic) back to back on a kept-alive connection, for a duration. Prints one
+JSON line: streams, streams/s, time to first byte (first body bytes) p50/p99 in ms, errors.
 
     python bench/streamload.py --url http://127.0.0.1:8080/v1/chat/completions --streams 256 --duration 8
+    python bench/streamload.py --url http://127.0.0.1:8080/anthropic/v1/messages --protocol anthropic
 """
 
 from __future__ import annotations
@@ -16,8 +17,15 @@ from urllib.parse import urlsplit
 
 import httptools
 
-BODY = json.dumps({"model": "gpt-4o-mini", "stream": True, "max_tokens": 64,
-                   "messages": [{"role": "user", "content": "Tell me a short story about a lighthouse."}]}).encode()
+PROMPT = [{"role": "user", "content": "Tell me a short story about a lighthouse."}]
+# protocol -> (body, credential headers): the same prompt and output limit, each in its own API's shape
+REQUESTS = {
+    "openai": (json.dumps({"model": "gpt-4o-mini", "stream": True, "max_tokens": 64, "messages": PROMPT}).encode(),
+               b"authorization: Bearer sk-bench\r\n"),
+    "anthropic": (json.dumps({"model": "claude-sonnet-4-5", "stream": True, "max_tokens": 64,
+                              "messages": PROMPT}).encode(),
+                  b"x-api-key: sk-ant-bench\r\nanthropic-version: 2023-06-01\r\n"),
+}
 
 
 class Response:
@@ -36,10 +44,11 @@ class Response:
 
 
 async def client(host: str, port: int, path: str, deadline: float, results: dict[str, list[float]],
-                 extra: bytes) -> None:
+                 extra: bytes, protocol: str) -> None:
     reader = writer = None
+    body, credentials = REQUESTS[protocol]
     request = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\ncontent-type: application/json\r\n"
-               f"authorization: Bearer sk-bench\r\ncontent-length: {len(BODY)}\r\n").encode() + extra + b"\r\n" + BODY
+               f"content-length: {len(body)}\r\n").encode() + credentials + extra + b"\r\n" + body
     n = 0
     while time.perf_counter() < deadline:
         try:
@@ -73,13 +82,13 @@ async def client(host: str, port: int, path: str, deadline: float, results: dict
         writer.close()
 
 
-async def run(url: str, streams: int, duration: float, headers: list[str]) -> dict[str, object]:
+async def run(url: str, streams: int, duration: float, headers: list[str], protocol: str) -> dict[str, object]:
     parts = urlsplit(url)
     extra = b"x-session-id: 0\r\n" + b"".join(f"{line}\r\n".encode() for line in headers)
     results: dict[str, list[float]] = {"ttfb": [], "errors": []}
     started = time.perf_counter()
     await asyncio.gather(*[client(parts.hostname or "127.0.0.1", parts.port or 80, parts.path, started + duration,
-                                  results, extra) for _ in range(streams)])
+                                  results, extra, protocol) for _ in range(streams)])
     elapsed = time.perf_counter() - started
     ttfb = sorted(results["ttfb"])
     return {
@@ -96,8 +105,9 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=64)
     parser.add_argument("--duration", type=float, default=8)
     parser.add_argument("--header", action="append", default=[], help="'Name: value' added to every request")
+    parser.add_argument("--protocol", choices=sorted(REQUESTS), default="openai")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.url, args.streams, args.duration, args.header))))
+    print(json.dumps(asyncio.run(run(args.url, args.streams, args.duration, args.header, args.protocol))))
 
 
 if __name__ == "__main__":
