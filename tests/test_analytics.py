@@ -78,6 +78,28 @@ async def test_reported_usage_names_its_provider_and_is_priced_as_that_providers
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "provider"
 
 
+async def test_tags_in_records_export_and_stats(api: httpx.AsyncClient) -> None:
+    for session, tags, tokens in (("s-t1", {"feature": "summarize", "team": "search"}, 1000),
+                                  ("s-t2", {"feature": "translate", "team": "search"}, 2000), ("s-t3", None, 10)):
+        logged = await api.post("/api/usage/log", json={"session_id": session, "model": "gpt-4o", "tags": tags,
+                                                        "input_tokens": tokens, "output_tokens": 0})
+        assert logged.status_code == 201 and logged.json()["tags"] == (tags or {})
+    stats = (await api.get("/api/usage/stats", params={"period": "24h", "tag": "team:search"})).json()
+    assert (stats["totals"]["requests"], stats["totals"]["input_tokens"]) == (2, 3000)
+    grouped = (await api.get("/api/usage/stats", params={"period": "24h", "by_tag": "feature"})).json()
+    by = {row["value"]: row["requests"] for row in grouped["by_tag"]}
+    assert by == {"summarize": 1, "translate": 1, None: grouped["totals"]["requests"] - 2}
+    for params in ({"tag": "team"}, {"by_tag": "Feature"}):
+        refused = await api.get("/api/usage/stats", params=params)
+        assert refused.status_code == 400 and refused.json()["error"]["param"] in params
+    rows = list(csv.DictReader(io.StringIO((await api.get("/api/usage/export", params={"period": "24h"})).text)))
+    tagged = {row["session_id"]: row["tags"] for row in rows}
+    assert tagged["s-t1"] == '{"feature":"summarize","team":"search"}' and tagged["s-t3"] == "{}"
+    bad = await api.post("/api/usage/log", json={"session_id": "s", "model": "m", "input_tokens": 1,
+                                                 "output_tokens": 1, "tags": {"Team": "x"}})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "tags"
+
+
 @pytest.mark.parametrize(("body", "param"), [
     ({"model": "gpt-4o", "input_tokens": 1, "output_tokens": 1}, "session_id"),
     ({"session_id": "s", "input_tokens": 1, "output_tokens": 1}, "model"),

@@ -22,7 +22,7 @@ TOTALS_KEYS = {"requests", "input_tokens", "cached_input_tokens", "output_tokens
 RECORD_KEYS = {"id", "created_at", "session_id", "user_id", "api_key_id", "endpoint", "model", "input_tokens",
                "cached_input_tokens", "output_tokens", "reasoning_tokens", "total_tokens", "cost", "currency",
                "price_version", "usage_source", "status_code", "streamed", "latency_ms", "price_source", "provider",
-               "route"}
+               "route", "tags"}
 ENDPOINTS = ["/api/usage/stats", "/api/usage/sessions", "/api/usage/sessions/s-1", "/api/usage/records"]
 
 
@@ -116,7 +116,9 @@ async def test_sessions_newest_first_with_paging(api: httpx.AsyncClient) -> None
     assert page["total"] == 3
     assert [session["session_id"] for session in page["sessions"]] == ["s-1", "s-2"]
     first = page["sessions"][0]
-    assert set(first) == {"session_id", "first_seen", "last_seen", "requests", "input_tokens", "output_tokens", "cost"}
+    assert set(first) == {"session_id", "first_seen", "last_seen", "requests", "input_tokens", "output_tokens", "cost",
+                          "providers"}
+    assert first["providers"] == [{"provider": "openai", "requests": 2, "cost": 0.0015}]
     assert first["first_seen"] == "2026-11-25T10:00:00Z" and first["last_seen"] == "2026-11-25T11:00:00Z"
     assert first["requests"] == 2 and first["cost"] == 0.0015
     rest = (await api.get("/api/usage/sessions", params={"limit": "2", "offset": "2"})).json()

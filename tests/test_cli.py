@@ -195,9 +195,9 @@ def test_stats_shows_where_each_budget_stands(sqlite_url: str, pricing_file: Pat
     assert main(["stats", "--database-url", sqlite_url]) == 0
     out = capsys.readouterr().out.split("Budgets\n")[1].splitlines()
     assert out[2].split() == ["session", "s-1", "(day)", "0.25", "USD", "0", "USD", "1", "USD", "0.75", "USD",
-                              *out[2].split()[-2:]]
+                              *out[2].split()[-3:-1], "-"]  # at the recent rate, not before the day ends
     assert out[3].split() == ["user", "u-9", "(total)", "0", "tokens", "0", "tokens", "5,000", "tokens", "5,000",
-                              "tokens", "never"]
+                              "tokens", "never", "-"]
 
 
 def test_stats_by_provider(sqlite_url: str, pricing_file: Path, monkeypatch: pytest.MonkeyPatch,
@@ -234,3 +234,22 @@ def test_routes_check_exits_1_naming_each_fault_and_0_for_a_good_file(
     err = capsys.readouterr().err.splitlines()
     assert [line.split(": ")[0] for line in err] == [f"{bad}:2", f"{bad}:3", f"{bad}:3"]
     assert main(["routes", "check", str(tmp_path / "missing.yaml")]) == 1
+
+
+def test_stats_by_a_tag(sqlite_url: str, pricing_file: Path, monkeypatch: pytest.MonkeyPatch,
+                        capsys: pytest.CaptureFixture[str]) -> None:
+    engine = engine_from_url(sqlite_url)
+    now = utc_now()
+    Repository(engine).insert_records([
+        replace(record(1, cost="0.25", tags={"feature": "summarize"}), created_at=now),
+        replace(record(2, cost="0.5", tags={"feature": "translate"}), created_at=now),
+        replace(record(3, cost="0.125"), created_at=now),
+    ])
+    engine.dispose()
+    monkeypatch.setenv("TOKENMETER_PRICING", str(pricing_file))
+    assert main(["stats", "--period", "24h", "--by", "tag:feature", "--database-url", sqlite_url]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[3:] if line.strip()}
+    assert (rows["translate"][-1], rows["summarize"][-1], rows["-"][-1], rows["TOTAL"][-1]) == (
+        "0.5", "0.25", "0.125", "0.875")
+    with pytest.raises(SystemExit):
+        main(["stats", "--by", "tag:Feature"])

@@ -4,6 +4,7 @@ as a self-hosted model server would use it."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from decimal import Decimal
 
 import httpx
@@ -138,3 +139,16 @@ async def test_a_client_that_leaves_mid_upload_sends_nothing_upstream() -> None:
     scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
     await metered(app, sink)(scope, receive, send)
     assert called == [] and sink.records == []
+
+
+async def test_tags_reach_the_record_and_invalid_ones_are_dropped_with_a_log_line(
+        caplog: pytest.LogCaptureFixture) -> None:
+    sink = ListSink()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=metered(FakeUpstream().app, sink)),
+                                 base_url="http://model.local") as client:
+        with caplog.at_level(logging.WARNING):
+            response = await client.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": []},
+                                         headers={"x-tokenmeter-tags": "feature=summarize, Bad=x"})
+    assert response.status_code == 200
+    [record] = sink.records
+    assert record.tags == {"feature": "summarize"} and "'Bad=x' has a name" in caplog.text

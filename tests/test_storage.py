@@ -31,13 +31,13 @@ NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 
 def record(n: int, *, hours_ago: float = 0, session: str | None = "s-1", user: str | None = "u-1",
            model: str | None = "gpt-4o", cost: str | None = "0.001", input_tokens: int = 100,
-           provider: str = "openai") -> UsageRecord:
+           provider: str = "openai", tags: dict[str, str] | None = None) -> UsageRecord:
     return UsageRecord(
         id=f"{n:024x}", created_at=NOW - dt.timedelta(hours=hours_ago), session_id=session, user_id=user,
         api_key_id="0123456789abcdef", endpoint="chat/completions", model=model,
         usage=Usage(input_tokens=input_tokens, output_tokens=10, cached_input_tokens=5, reasoning_tokens=2),
         cost=None if cost is None else Decimal(cost), currency="USD", price_version="v1", usage_source="upstream",
-        status_code=200, streamed=False, latency_ms=12, provider=provider, route=provider,
+        status_code=200, streamed=False, latency_ms=12, provider=provider, route=provider, tags=tags or {},
     )
 
 
@@ -155,7 +155,7 @@ def test_the_spend_migration_counts_records_stored_before_it(tmp_path: Path) -> 
         upgrade(engine, "0002")
         with engine.begin() as connection:
             old_columns = {k: v for k, v in record_values(record(1, cost="0.25")).items()
-                           if k not in ("price_source", "provider", "route")}
+                           if k not in ("price_source", "provider", "route", "tags")}
             as_then = table("usage_records", *(column(name) for name in old_columns))
             connection.execute(insert(as_then), [old_columns])  # the record as revision 0002 stored it
         upgrade(engine)
@@ -216,7 +216,8 @@ def test_the_provider_migration_keeps_every_figure_and_can_be_undone(database_ur
     engine = engine_from_url(database_url)
     try:
         downgrade(engine, "0009")
-        old = {k: v for k, v in record_values(record(1, cost="0.25")).items() if k not in ("provider", "route")}
+        old = {k: v for k, v in record_values(record(1, cost="0.25")).items()
+               if k not in ("provider", "route", "tags")}
         reported = {**old, "id": f"{2:024x}", "usage_source": "reported"}
         with engine.begin() as connection:
             connection.execute(insert(table("usage_records", *(column(name) for name in old))), [old, reported])
@@ -233,3 +234,36 @@ def test_the_provider_migration_keeps_every_figure_and_can_be_undone(database_ur
     finally:
         engine.dispose()
     assert folded == [("gpt-4o", 2, 7_500_000_000)]
+
+
+def test_tag_rollups_give_the_same_figures_as_the_records(repository: Repository) -> None:
+    features = ({"feature": "summarize", "team": "search"}, {"feature": "translate"}, {}, {"team": "ads"})
+    batch = [record(n, hours_ago=n * 5, session=f"s-{n % 3}", cost=f"0.{n:03d}", input_tokens=100 + n,
+                    provider=("openai", "anthropic")[n % 2], tags=features[n % 4]) for n in range(40)]
+    repository.insert_records(batch[:25])
+    repository.insert_records(batch[25:])
+    for filters in (Filters(since=NOW - dt.timedelta(days=9), tag=("team", "search")),
+                    Filters(since=NOW - dt.timedelta(hours=30), tag=("feature", "translate")),
+                    Filters(since=NOW - dt.timedelta(days=9), tag=("team", "search"), provider="openai"),
+                    Filters(since=NOW - dt.timedelta(days=9), tag=("team", "ads"), session_id="s-1")):
+        from_rollups = Totals()
+        for _, _, _, figures in repository.window(filters):
+            from_rollups += figures
+        assert from_rollups == repository.totals(filters) and from_rollups.requests > 0, filters
+    since = NOW - dt.timedelta(days=9)
+    by_feature = dict(repository.by_tag("feature", Filters(since=since)))
+    assert {value: totals.requests for value, totals in by_feature.items()} == {"summarize": 10, "translate": 10}
+    assert by_feature["summarize"] == repository.totals(Filters(since=since, tag=("feature", "summarize")))
+    assert dict(repository.by_tag("team", Filters(since=since, session_id="s-0")))["ads"].requests == 4  # 3, 15, 27, 39
+    stored = {item.id: item.tags for item in repository.records(Filters(tag=("team", "ads")), limit=50)}
+    assert len(stored) == 10 and all(tags == {"team": "ads"} for tags in stored.values())
+
+
+def test_a_tags_spend_counts_for_its_budgets_and_survives_a_rebuild(repository: Repository) -> None:
+    repository.insert_records([record(1, cost="0.5", tags={"team": "search"}), record(2, cost="0.25")])
+    query = select(spend_table.c.cost_e10).where(spend_table.c.scope == "tag", spend_table.c.subject == "team:search")
+    with repository.engine.begin() as connection:
+        before = connection.execute(query).all()
+        repository.rollups.rebuild(connection, [NOW.date()], ["s-1"])
+        after = connection.execute(query).all()
+    assert before == after == [(5_000_000_000,)]

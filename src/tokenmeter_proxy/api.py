@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from cachetools import TTLCache
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -26,6 +27,7 @@ from .metering import new_request_id
 from .pricing import PROVIDER_NAME, PriceTable, money_text
 from .storage.maintenance import erase_user
 from .storage.repository import Cursor, Filters, Repository
+from .tags import checked_tags, tag_filter, tag_name
 from .types import Clock, Usage, UsageRecord
 from .web import JSONResponse, checked_text, int_param, json_object, text_param, time_param
 
@@ -64,10 +66,13 @@ class AdminAPI:
         currency, model = text_param(request, "currency"), text_param(request, "model")
         session_id, provider = text_param(request, "session_id"), text_param(request, "provider")
         user_id = self.user_ids.stored(text_param(request, "user_id"))
-        return JSONResponse(await self._cached(("stats", period, currency, session_id, user_id, model, provider),
-                                               lambda: reports.usage_stats(
+        tag = _tag_param(request)
+        by_tag = text_param(request, "by_tag")
+        by_tag = tag_name(by_tag) if by_tag is not None else None
+        key = ("stats", period, currency, session_id, user_id, model, provider, tag, by_tag)
+        return JSONResponse(await self._cached(key, lambda: reports.usage_stats(
             self.repository, self.prices(), period=period, now=self.clock(), currency=currency,
-            session_id=session_id, user_id=user_id, model=model, provider=provider)))
+            session_id=session_id, user_id=user_id, model=model, provider=provider, tag=tag, by_tag=by_tag)))
 
     async def sessions(self, request: Request) -> Response:
         """Sessions, most recently active first; `q` finds those whose id starts with it, or
@@ -123,7 +128,8 @@ class AdminAPI:
         filters = Filters(since=self.clock() - reports.parse_period(period),
                           session_id=text_param(request, "session_id"),
                           user_id=self.user_ids.stored(text_param(request, "user_id")),
-                          model=text_param(request, "model"), provider=text_param(request, "provider"))
+                          model=text_param(request, "model"), provider=text_param(request, "provider"),
+                          tag=_tag_param(request))
         name = f"tokenmeter-usage-{self.clock():%Y-%m-%d}-{period}.csv"
         return StreamingResponse(self._csv(filters), media_type="text/csv; charset=utf-8",
                                  headers={"content-disposition": f'attachment; filename="{name}"'})
@@ -161,7 +167,7 @@ class AdminAPI:
             since=time_param(request, "since"), until=time_param(request, "until"),
             session_id=text_param(request, "session_id"),
             user_id=self.user_ids.stored(text_param(request, "user_id")), model=text_param(request, "model"),
-            provider=text_param(request, "provider"),
+            provider=text_param(request, "provider"), tag=_tag_param(request),
         )
         if filters.since and filters.until and filters.since > filters.until:
             raise BadRequest("since must not be after until", param="since")
@@ -190,8 +196,13 @@ class AdminAPI:
             user_id=self.user_ids.stored(clean_identity(user) if user else None), api_key_id=None,
             endpoint="reported", model=model, usage=usage, cost=priced.cost, currency=table.currency,
             price_version=table.version, usage_source="reported", status_code=None, streamed=False, latency_ms=0,
-            price_source=priced.source, provider=provider, route=None,
+            price_source=priced.source, provider=provider, route=None, tags=checked_tags(body.get("tags")),
         )
+
+
+def _tag_param(request: Request) -> tuple[str, str] | None:
+    text = text_param(request, "tag")
+    return None if text is None else tag_filter(text)
 
 
 def _required_text(body: dict[str, Any], name: str) -> str:
@@ -221,6 +232,8 @@ def _csv_value(value: Any) -> Any:
         return "'" + value  # a spreadsheet would run it as a formula: ids come from any client
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, dict):  # tags: one JSON column
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
     if hasattr(value, "as_tuple"):  # a Decimal: exact digits

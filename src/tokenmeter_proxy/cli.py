@@ -30,6 +30,7 @@ from .storage.engine import engine_from_url
 from .storage.migrate import schema_behind, upgrade
 from .storage.provider_store import ProviderStore
 from .storage.repository import Filters, Repository, Totals
+from .tags import NAME
 from .types import utc_now
 
 log = logging.getLogger("tokenmeter_proxy")
@@ -70,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
 
     stats = commands.add_parser("stats", help="print usage totals as a table")
     stats.add_argument("--period", default="7d", choices=list(reports.PERIODS))
-    stats.add_argument("--by", default="model", choices=list(reports.GROUPINGS))
+    stats.add_argument("--by", default="model", type=_grouping, metavar="|".join([*reports.GROUPINGS, "tag:NAME"]))
     stats.add_argument("--database-url")
     stats.set_defaults(run=_stats)
 
@@ -171,15 +172,16 @@ def _stats(args: argparse.Namespace) -> int:
         table = load_pricing(settings.pricing_path)
         now = utc_now()
         filters = Filters(since=now - reports.parse_period(args.period))
-        groups = repository.grouped(args.by, filters)
         totals = repository.totals(filters)
+        groups = _groups(repository, args.by, filters, totals)
         store = BudgetStore(engine)
         budgets = store.all()
-        standings = store.standings([Applied(budget, budget.subject or "*") for budget in budgets], now=now)
+        applied = [Applied(budget, budget.subject or "*") for budget in budgets]
+        standings = list(zip(store.standings(applied, now=now), store.recent(applied, now=now), strict=True))
     finally:
         engine.dispose()
     header = [args.by, "requests", "input", "cached", "output", "total", f"cost ({table.currency})"]
-    rows = [[group.key or "-", *_figures(group.totals)] for group in groups]
+    rows = [[key or "-", *_figures(figures)] for key, figures in groups]
     rows.append(["TOTAL", *_figures(totals)])
     print(f"Usage over the last {args.period}, by {args.by}")
     print(reports.text_table(header, rows, total_row=True))
@@ -187,22 +189,42 @@ def _stats(args: argparse.Namespace) -> int:
         print(f"{totals.unpriced_requests} request(s) used models without a price: add them to the pricing file.")
     if standings:
         print("\nBudgets")
-        rows = [_budget_row(budget_status(standing, now=now, currency=table.currency)) for standing in standings]
-        print(reports.text_table(["budget", "spent", "reserved", "limit", "remaining", "resets (UTC)"], rows))
+        rows = [_budget_row(budget_status(standing, now=now, currency=table.currency, recent=recent))
+                for standing, recent in standings]
+        print(reports.text_table(["budget", "spent", "reserved", "limit", "remaining", "resets (UTC)",
+                                  "runs out (UTC)"], rows))
     return 0
+
+
+def _grouping(text: str) -> str:
+    """--by: one of the groupings, or tag:NAME."""
+    if text in reports.GROUPINGS or (text.startswith("tag:") and NAME.fullmatch(text[4:])):
+        return text
+    raise argparse.ArgumentTypeError(f"use one of {', '.join(reports.GROUPINGS)} or tag:NAME (such as tag:feature)")
+
+
+def _groups(repository: Repository, by: str, filters: Filters, totals: Totals) -> list[tuple[str | None, Totals]]:
+    """The rows of `stats --by`: a grouping's, or a tag's values (and the requests without it)."""
+    if not by.startswith("tag:"):
+        return [(group.key, group.totals) for group in repository.grouped(by, filters)]
+    values = repository.by_tag(by[4:], filters)
+    untagged = totals - sum((figures for _, figures in values), Totals())
+    return [*values, *([(None, untagged)] if untagged.requests else [])]
 
 
 def _budget_row(status: dict[str, Any]) -> list[str]:
     """One budget: its cost figures when it limits cost, else its token figures."""
     who = "global" if status["scope"] == "global" else f"{status['scope']} {status['subject']}"
     resets = status["resets_at"].strftime("%Y-%m-%d %H:%M") if status["resets_at"] else "never"
+    forecast = status["forecast_exhausted_at"]
+    runs_out = forecast.strftime("%Y-%m-%d %H:%M") if forecast else "-"
     if status["max_cost"] is not None:
         figures = [f"{money_text(status[key])} {status['currency']}"
                    for key in ("spent_cost", "reserved_cost", "max_cost", "remaining_cost")]
     else:
         figures = [f"{status[key]:,} tokens" for key in ("spent_tokens", "reserved_tokens", "max_tokens",
                                                           "remaining_tokens")]
-    return [f"{who} ({status['period']})", *figures, resets]
+    return [f"{who} ({status['period']})", *figures, resets, runs_out]
 
 
 def _figures(totals: Totals) -> list[str]:

@@ -1,7 +1,7 @@
 """Synthetic usage for demos and benchmarks: sessions of a few to a few dozen requests by users
 who come back, a working-hours daily rhythm with quiet weekends, today's popular models of
-OpenAI, Anthropic and Google (each through its own route), streaming and not, a few upstream
-errors. Every record says `usage_source: "demo"`."""
+OpenAI, Anthropic and Google (each through its own route), streaming and not, tagged by feature
+and team (most of them), a few upstream errors. Every record says `usage_source: "demo"`."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ MODELS = (
     ("gemini-2.5-flash", "generate_content", "google", "gemini", 0.08),
 )
 _WEIGHTS = [share for *_, share in MODELS]
+FEATURES = ("chat", "summarize", "translate", "search", "code-review")
+TEAMS = ("search", "support", "growth", "platform")
 # relative traffic per UTC hour: quiet nights, busy working hours
 HOURS = (1, 1, 1, 1, 1, 2, 3, 5, 8, 10, 11, 11, 9, 10, 11, 11, 10, 8, 6, 5, 4, 3, 2, 1)
 
@@ -38,6 +40,7 @@ class _Session:
     key: str
     start: dt.datetime
     model: int
+    tags: dict[str, str]
 
 
 def demo_records(count: int, days: int, *, now: dt.datetime, seed: int, pricer: Pricer,
@@ -58,6 +61,7 @@ def demo_records(count: int, days: int, *, now: dt.datetime, seed: int, pricer: 
             usage=usage, cost=cost, currency=currency, price_version=price_version, usage_source="demo",
             status_code=status, streamed=endpoint != "embeddings" and random_.random() < 0.65,
             latency_ms=int(random_.lognormvariate(6.5, 0.8)), price_source=source, provider=provider, route=route,
+            tags=session.tags,
         )
 
 
@@ -74,8 +78,10 @@ def _sessions(random_: random.Random, count: int, days: int, now: dt.datetime, s
         if start > now:
             start -= dt.timedelta(days=1)
         heavy = int(len(users) * random_.random() ** 2)  # a few heavy users
+        tags = {"feature": random_.choices(FEATURES, (5, 3, 2, 2, 1))[0], "team": TEAMS[heavy % len(TEAMS)]}
         sessions.append(_Session(id=f"demo-{seed}-{n:07d}", user=users[heavy], key=keys[heavy % len(keys)],
-                                 start=start, model=random_.choices(range(len(MODELS)), _WEIGHTS)[0]))
+                                 start=start, model=random_.choices(range(len(MODELS)), _WEIGHTS)[0],
+                                 tags=tags if random_.random() < 0.85 else {}))
     return sessions
 
 

@@ -46,12 +46,14 @@ def exchange_rate(table: PriceTable, currency: str | None) -> tuple[str, Decimal
 def usage_stats(
     repository: Repository, table: PriceTable, *, period: str, now: dt.datetime, currency: str | None = None,
     session_id: str | None = None, user_id: str | None = None, model: str | None = None, provider: str | None = None,
+    tag: tuple[str, str] | None = None, by_tag: str | None = None,
 ) -> dict[str, Any]:
-    """`GET /api/usage/stats`: totals, one row per UTC day of the period, per model and per provider."""
+    """`GET /api/usage/stats`: totals, one row per UTC day of the period, per model and per
+    provider; with `by_tag`, per value of that tag (requests without it under `None`)."""
     since = now - parse_period(period)
     code, rate = exchange_rate(table, currency)
-    rows = repository.window(Filters(since=since, session_id=session_id, user_id=user_id, model=model,
-                                     provider=provider))
+    filters = Filters(since=since, session_id=session_id, user_id=user_id, model=model, provider=provider, tag=tag)
+    rows = repository.window(filters)
     totals = Totals()
     days: defaultdict[dt.date, Totals] = defaultdict(Totals)
     models: defaultdict[str | None, Totals] = defaultdict(Totals)
@@ -70,16 +72,30 @@ def usage_stats(
                 for name, figures in sorted(models.items(), key=lambda item: (-item[1].cost, item[0] or ""))]
     by_provider = [{"provider": name, **_brief(figures, rate)}
                    for name, figures in sorted(providers.items(), key=lambda item: (-item[1].cost, item[0]))]
-    return {"period": period, "currency": code, "totals": totals_json(totals, rate), "daily": daily,
-            "by_model": by_model, "by_provider": by_provider}
+    stats = {"period": period, "currency": code, "totals": totals_json(totals, rate), "daily": daily,
+             "by_model": by_model, "by_provider": by_provider}
+    if by_tag is not None:
+        values = repository.by_tag(by_tag, filters)
+        untagged = totals - sum((figures for _, figures in values), Totals())
+        listed: list[tuple[str | None, Totals]] = [*values, (None, untagged)] if untagged.requests else list(values)
+        stats["by_tag"] = [{"value": value, **_brief(figures, rate)} for value, figures in listed]
+    return stats
 
 
 def sessions_page(repository: Repository, *, limit: int, offset: int, prefix: str | None = None,
                   user_id: str | None = None) -> dict[str, Any]:
-    """`GET /api/usage/sessions`: sessions with their totals, most recently active first;
-    with a search, those whose id starts with `prefix` or that `user_id` used."""
+    """`GET /api/usage/sessions`: sessions with their totals and their cost per provider
+    (`providers`, biggest first), most recently active first; with a search, those whose id
+    starts with `prefix` or that `user_id` used."""
     total, groups = repository.sessions(limit=limit, offset=offset, prefix=prefix, user_id=user_id)
-    return {"total": total, "sessions": [session_json(group) for group in groups]}
+    mix = repository.provider_mix([group.key for group in groups if group.key is not None])
+
+    def providers(key: str | None) -> list[dict[str, Any]]:
+        return [{"provider": name, "requests": totals.requests, "cost": totals.cost}
+                for name, totals in mix.get(key or "", [])]
+
+    return {"total": total, "sessions": [{**session_json(group), "providers": providers(group.key)}
+                                         for group in groups]}
 
 
 def top_page(repository: Repository, table: PriceTable, *, by: str, period: str, now: dt.datetime, limit: int,
@@ -136,7 +152,7 @@ def session_json(group: Group) -> dict[str, Any]:
 RECORD_FIELDS = ("id", "created_at", "session_id", "user_id", "api_key_id", "endpoint", "model", "input_tokens",
                  "cached_input_tokens", "output_tokens", "reasoning_tokens", "total_tokens", "cost", "currency",
                  "price_version", "usage_source", "status_code", "streamed", "latency_ms", "price_source", "provider",
-                 "route")
+                 "route", "tags")
 
 
 def record_json(record: UsageRecord) -> dict[str, Any]:
@@ -151,6 +167,7 @@ def record_json(record: UsageRecord) -> dict[str, Any]:
         "currency": record.currency, "price_version": record.price_version, "usage_source": record.usage_source,
         "status_code": record.status_code, "streamed": record.streamed, "latency_ms": record.latency_ms,
         "price_source": record.price_source, "provider": record.provider, "route": record.route,
+        "tags": dict(record.tags),
     }
 
 

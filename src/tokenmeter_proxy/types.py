@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal, Protocol
 
@@ -49,6 +49,7 @@ class UsageRecord:
     price_source: str | None = None  # "pricing_file", "upstream", "catalog", or None: unpriced
     provider: str = "openai"  # who served it, for prices and reports: the route's provider
     route: str | None = None  # the route it came through ("openai" for /v1); None: reported, not proxied
+    tags: Mapping[str, str] = field(default_factory=dict)  # X-TokenMeter-Tags: {"feature": "summarize"}
 
 
 class UsageSink(Protocol):

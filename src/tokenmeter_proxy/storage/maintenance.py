@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, func, select, upda
 
 from ..types import Pricer, Usage, UsageRecord
 from .repository import record_values, records_table
-from .rollups import Rollups, daily_session, daily_user
+from .rollups import Rollups, daily_session, daily_user, record_tags, tag_rows
 from .tables import cost_from_e10, cost_to_e10, naive_utc, stored_date
 
 c = records_table.c
@@ -25,6 +25,8 @@ def erase_user(engine: Engine, rollups: Rollups, user_id: str) -> int:
     with engine.begin() as connection:
         touched = connection.execute(select(func.date(c.created_at), c.session_id).distinct()
                                      .where(c.user_id == user_id)).all()
+        connection.execute(delete(record_tags).where(record_tags.c.record_id.in_(
+            select(c.id).where(c.user_id == user_id))))
         deleted = connection.execute(delete(records_table).where(c.user_id == user_id)).rowcount
         connection.execute(delete(daily_user).where(daily_user.c.user_id == user_id))
         rollups.rebuild(connection, [stored_date(day) for day, _ in touched],
@@ -52,6 +54,7 @@ def prune(engine: Engine, rollups: Rollups, cutoff: dt.datetime, *, dry_run: boo
         if dry_run or count == 0:
             return PruneReport(records=count, cutoff=cutoff)
         sessions = {row[0] for row in connection.execute(select(c.session_id).distinct().where(old))} - {None}
+        connection.execute(delete(record_tags).where(record_tags.c.created_at < naive))
         connection.execute(delete(records_table).where(old))
         for table in (daily_session, daily_user):
             connection.execute(delete(table).where(table.c.day < naive.date()))
@@ -155,17 +158,26 @@ def bulk_insert(engine: Engine, rollups: Rollups, records: Iterable[UsageRecord]
 def _copy(connection: Connection, batch: list[UsageRecord]) -> None:
     # in time order, so the (created_at, id) index grows at its end rather than everywhere
     rows = [record_values(record) for record in sorted(batch, key=lambda record: record.created_at)]
+    tags = tag_rows(rows)
+    if connection.dialect.name != "postgresql":
+        # a page cache big enough for the indexes being filled (the default 2 MB thrashes: 2x slower)
+        connection.exec_driver_sql("PRAGMA cache_size=-262144")
+    _bulk(connection, "usage_records", rows)
+    if tags:
+        _bulk(connection, "usage_record_tags", tags)
+
+
+def _bulk(connection: Connection, table: str, rows: list[dict[str, Any]]) -> None:
+    """Insert rows through the driver's own bulk path: COPY on PostgreSQL, executemany on SQLite."""
     columns = list(rows[0])
     driver: Any = connection.connection.driver_connection  # sqlite3 or psycopg: each has its bulk path
     if connection.dialect.name == "postgresql":
-        with driver.cursor() as cursor, cursor.copy(f"COPY usage_records ({', '.join(columns)}) FROM STDIN") as copy:
+        with driver.cursor() as cursor, cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(tuple(row.values()))
         return
-    # a page cache big enough for the indexes being filled (the default 2 MB thrashes: 2x slower)
-    connection.exec_driver_sql("PRAGMA cache_size=-262144")
     # SQLite stores times as text: in the form SQLAlchemy writes them, so every query compares alike
     for row in rows:
         row["created_at"] = row["created_at"].strftime("%Y-%m-%d %H:%M:%S.%f")
-    driver.executemany(f"INSERT INTO usage_records ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+    driver.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
                        [tuple(row.values()) for row in rows])

@@ -5,17 +5,30 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, text, union_all
+import orjson
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, text, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import ColumnElement, Select
 
 from ..types import Usage, UsageRecord
-from .rollups import MEASURES, Rollups, daily_model, daily_session, daily_user, record_sums, sessions_table
+from .rollups import (
+    MEASURES,
+    Rollups,
+    daily_model,
+    daily_session,
+    daily_tag,
+    daily_user,
+    record_sums,
+    record_tags,
+    sessions_table,
+    tag_rows,
+    tags_of,
+)
 from .tables import ReservationRow, UsageRecordRow, cost_from_e10, cost_to_e10, naive_utc, stored_date
 
 records_table = UsageRecordRow.__table__  # type: ignore[attr-defined]
@@ -33,6 +46,7 @@ class Filters:
     user_id: str | None = None
     model: str | None = None
     provider: str | None = None
+    tag: tuple[str, str] | None = None  # (name, value)
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,9 @@ class Totals:
 
     def __add__(self, other: Totals) -> Totals:
         return Totals(*(getattr(self, name) + getattr(other, name) for name in _TOTALS_FIELDS))
+
+    def __sub__(self, other: Totals) -> Totals:
+        return Totals(*(getattr(self, name) - getattr(other, name) for name in _TOTALS_FIELDS))
 
 
 _TOTALS_FIELDS = ("requests", "input_tokens", "cached_input_tokens", "output_tokens", "cost", "unpriced_requests",
@@ -83,6 +100,8 @@ class Repository:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.rollups = Rollups(engine)
+        # run in the transaction that stores new records, with their row values (budget leases settle there)
+        self.on_store: Callable[[Connection, Sequence[dict[str, Any]]], None] | None = None
         dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
         self._insert_new = dialect.insert(records_table).on_conflict_do_nothing(index_elements=["id"]).returning(
             records_table.c.id)
@@ -105,6 +124,11 @@ class Repository:
             new = [values for values in rows if values["id"] in stored]
             if new:
                 self.rollups.add(connection, new)
+                tagged = tag_rows(new)
+                if tagged:
+                    connection.execute(insert(record_tags), tagged)
+                if self.on_store is not None:
+                    self.on_store(connection, new)
             connection.execute(delete(reservations_table).where(
                 reservations_table.c.request_id.in_([record.id for record in records])))
         return len(new)
@@ -148,7 +172,9 @@ class Repository:
         assert filters.since is not None
         since = naive_utc(filters.since)
         first_whole_day, boundary = _first_whole_day(since)
-        rollup = filters.session_id is None or filters.user_id is None  # no rollup has both: records only
+        # no rollup has a session and a user, or a tag and either: those read the records only
+        rollup = (filters.session_id is None or filters.user_id is None) and (
+            filters.tag is None or (filters.session_id is None and filters.user_id is None))
         records = dataclasses.replace(filters, since=since, until=boundary if rollup else None)
         day = func.date(c.created_at)
         queries = [select(day, c.provider, c.model, *record_sums()).where(*_conditions(records))
@@ -158,6 +184,33 @@ class Repository:
         with self.engine.connect() as connection:
             rows = [row for query in queries for row in connection.execute(query)]
         return [(stored_date(row[0]), row[1], row[2] or None, _totals(row[3:])) for row in rows]
+
+    def by_tag(self, name: str, filters: Filters) -> list[tuple[str, Totals]]:
+        """Totals per value of the tag `name` from `filters.since` on (records without that tag
+        are left out): whole days from the tag rollup, the partial first day from the records
+        (all of it from the records when the filters name a session, a user or another tag)."""
+        assert filters.since is not None
+        since = naive_utc(filters.since)
+        first_whole_day, boundary = _first_whole_day(since)
+        rollup = filters.session_id is None and filters.user_id is None and filters.tag is None
+        joined = records_table.join(record_tags, and_(record_tags.c.record_id == c.id, record_tags.c.name == name))
+        records = dataclasses.replace(filters, since=since, until=boundary if rollup else None)
+        partial = (select(record_tags.c.value.label("key"), *[total.label(measure) for total, measure in zip(
+            record_sums(), MEASURES, strict=True)]).select_from(joined).where(*_conditions(records))
+            .group_by(record_tags.c.value))
+        parts = [partial]
+        if rollup:
+            conditions = [daily_tag.c.day >= first_whole_day, daily_tag.c.name == name]
+            conditions += [daily_tag.c[key] == value for key, value in (("provider", filters.provider),
+                                                                        ("model", filters.model)) if value is not None]
+            parts.append(select(daily_tag.c.value.label("key"), *[func.sum(daily_tag.c[measure]).label(measure)
+                                                                  for measure in MEASURES])
+                         .where(*conditions).group_by(daily_tag.c.value))
+        both = union_all(*parts).subquery()
+        query = (select(both.c.key, *[func.sum(both.c[measure]) for measure in MEASURES]).group_by(both.c.key)
+                 .order_by(func.sum(both.c.cost_e10).desc(), both.c.key))
+        with self.engine.connect() as connection:
+            return [(str(row[0]), _totals(row[1:])) for row in connection.execute(query)]
 
     def sessions(self, *, limit: int, offset: int, prefix: str | None = None,
                  user_id: str | None = None) -> tuple[int, list[Group]]:
@@ -180,6 +233,22 @@ class Repository:
             page = [Group(key=row[0], first_seen=_utc(row[1]), last_seen=_utc(row[2]), totals=_totals(row[3:]))
                     for row in connection.execute(query)]
         return total, page
+
+    def provider_mix(self, session_ids: Sequence[str]) -> dict[str, list[tuple[str, Totals]]]:
+        """Each session's totals per provider over all time, biggest cost first, from the daily
+        session rollup (one query for a whole page of sessions)."""
+        if not session_ids:
+            return {}
+        table = daily_session
+        query = (select(table.c.session_id, table.c.provider, *[func.sum(table.c[name]) for name in MEASURES])
+                 .where(table.c.session_id.in_(list(session_ids)))
+                 .group_by(table.c.session_id, table.c.provider)
+                 .order_by(table.c.session_id, func.sum(table.c.cost_e10).desc(), table.c.provider))
+        mix: dict[str, list[tuple[str, Totals]]] = {}
+        with self.engine.connect() as connection:
+            for row in connection.execute(query):
+                mix.setdefault(str(row[0]), []).append((str(row[1]), _totals(row[2:])))
+        return mix
 
     def top(self, by: str, since: dt.datetime, *, limit: int, provider: str | None = None) -> list[tuple[str, Totals]]:
         """The sessions, users or models (`by`) that cost most since `since` (of one provider, if
@@ -252,8 +321,10 @@ def _first_whole_day(since: dt.datetime) -> tuple[dt.date, dt.datetime]:
 
 def _rollup_query(filters: Filters, first_day: dt.date) -> Select[Any]:
     table = daily_session if filters.session_id is not None else daily_user if filters.user_id is not None \
-        else daily_model
+        else daily_tag if filters.tag is not None else daily_model
     conditions: list[ColumnElement[bool]] = [table.c.day >= first_day]
+    if filters.tag is not None:
+        conditions += [table.c.name == filters.tag[0], table.c.value == filters.tag[1]]
     if filters.session_id is not None:
         conditions.append(table.c.session_id == filters.session_id)
     if filters.user_id is not None:
@@ -286,6 +357,10 @@ def _conditions(filters: Filters) -> list[ColumnElement[bool]]:
                           (c.provider, filters.provider)):
         if value is not None:
             conditions.append(column == value)
+    if filters.tag is not None:
+        name, value = filters.tag
+        conditions.append(c.id.in_(select(record_tags.c.record_id).where(
+            record_tags.c.name == name, record_tags.c.value == value)))
     return conditions
 
 
@@ -302,6 +377,7 @@ def record_values(record: UsageRecord) -> dict[str, Any]:
         "usage_source": record.usage_source, "status_code": record.status_code, "streamed": record.streamed,
         "latency_ms": record.latency_ms, "price_source": record.price_source, "provider": record.provider,
         "route": record.route,
+        "tags": orjson.dumps(record.tags, option=orjson.OPT_SORT_KEYS).decode() if record.tags else None,
     }
 
 
@@ -317,6 +393,7 @@ def _record(row: Any) -> UsageRecord:
         cost=cost_from_e10(row["cost_e10"]), currency=row["currency"], price_version=row["price_version"],
         usage_source=row["usage_source"], status_code=row["status_code"], streamed=bool(row["streamed"]),
         latency_ms=row["latency_ms"], price_source=row["price_source"], provider=row["provider"], route=row["route"],
+        tags=tags_of(row),
     )
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy import Column, Engine, Table, case, delete, func, insert, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
@@ -19,7 +20,9 @@ from sqlalchemy.engine import Connection
 from .tables import (
     DailyModelRow,
     DailySessionRow,
+    DailyTagRow,
     DailyUserRow,
+    RecordTagRow,
     SessionRow,
     SpendDailyRow,
     UsageRecordRow,
@@ -29,6 +32,8 @@ records = UsageRecordRow.__table__  # type: ignore[attr-defined]
 daily_model = DailyModelRow.__table__  # type: ignore[attr-defined]
 daily_session = DailySessionRow.__table__  # type: ignore[attr-defined]
 daily_user = DailyUserRow.__table__  # type: ignore[attr-defined]
+daily_tag = DailyTagRow.__table__  # type: ignore[attr-defined]
+record_tags = RecordTagRow.__table__  # type: ignore[attr-defined]
 sessions_table = SessionRow.__table__  # type: ignore[attr-defined]
 spend_table = SpendDailyRow.__table__  # type: ignore[attr-defined]
 MEASURES = ("requests", "input_tokens", "cached_input_tokens", "output_tokens", "cost_e10", "unpriced_requests",
@@ -64,6 +69,7 @@ class Rollups:
     def __init__(self, engine: Engine) -> None:
         dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
         self._add_daily = [(rollup, _adding(dialect.insert(rollup.table), rollup.keys)) for rollup in _DAILY]
+        self._add_tags = _adding(dialect.insert(daily_tag), _TAG_KEYS)
         spend = dialect.insert(spend_table)
         self._add_spend = spend.on_conflict_do_update(index_elements=["day", "scope", "subject"], set_={
             "cost_e10": spend_table.c.cost_e10 + spend.excluded.cost_e10,
@@ -85,6 +91,9 @@ class Rollups:
             rows = _sum_by(batch, rollup)
             if rows:
                 connection.execute(statement, rows)
+        tagged = _sum_by_tag(batch)
+        if tagged:
+            connection.execute(self._add_tags, tagged)
         per_session: dict[str, dict[str, Any]] = {}
         for values in batch:
             if values["session_id"]:
@@ -104,6 +113,7 @@ class Rollups:
             start = dt.datetime.combine(day, dt.time())
             window = [records.c.created_at >= start, records.c.created_at < start + dt.timedelta(days=1)]
             connection.execute(delete(spend_table).where(spend_table.c.day == day))
+            _rebuild_tags(connection, day, window)
             for scope, column in _SPEND_SUBJECTS:
                 subject = column if column is not None else literal("*")
                 query = (select(literal(day, type_=spend_table.c.day.type), literal(scope), subject,
@@ -135,6 +145,18 @@ class Rollups:
             connection.execute(insert(sessions_table).from_select(["session_id", "first_seen", "last_seen", *MEASURES],
                                                                   query))
 
+def tags_of(values: dict[str, Any]) -> dict[str, str]:
+    """A record's tags from its row values (stored as JSON text, or None without any)."""
+    text = values["tags"]
+    return orjson.loads(text) if text else {}
+
+
+def tag_rows(batch: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The `usage_record_tags` rows of records stored with these row values."""
+    return [{"record_id": values["id"], "name": name, "value": value, "created_at": values["created_at"]}
+            for values in batch if values["tags"] for name, value in tags_of(values).items()]
+
+
 def _spend(batch: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The batch's spend per day and budget subject, in a fixed order (so two processes adding
     to the same rows lock them in the same order and never deadlock)."""
@@ -142,14 +164,50 @@ def _spend(batch: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for values in batch:
         day = values["created_at"].date()
         cost, tokens = values["cost_e10"] or 0, values["input_tokens"] + values["output_tokens"]
-        for scope, subject in (("session", values["session_id"]), ("user", values["user_id"]),
-                               ("key", values["api_key_id"]), ("global", "*")):
+        subjects = [("session", values["session_id"]), ("user", values["user_id"]), ("key", values["api_key_id"]),
+                    ("global", "*"), *(("tag", f"{name}:{value}") for name, value in tags_of(values).items())]
+        for scope, subject in subjects:
             if subject is not None:
                 totals = spend.setdefault((day, scope, subject), [0, 0])
                 totals[0] += cost
                 totals[1] += tokens
     return [{"day": day, "scope": scope, "subject": subject, "cost_e10": cost, "tokens": tokens}
             for (day, scope, subject), (cost, tokens) in sorted(spend.items())]
+
+
+_TAG_KEYS = ("day", "name", "value", "provider", "model")
+
+
+def _sum_by_tag(batch: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for values in batch:
+        if not values["tags"]:
+            continue
+        day = values["created_at"].date()
+        for name, value in tags_of(values).items():
+            key = (day, name, value, values["provider"], values["model"] or "")
+            row = rows.get(key)
+            if row is None:
+                row = rows[key] = {**dict(zip(_TAG_KEYS, key, strict=True)), **dict.fromkeys(MEASURES, 0)}
+            _accumulate(row, values)
+    return [rows[key] for key in sorted(rows)]
+
+
+def _rebuild_tags(connection: Connection, day: dt.date, window: list[Any]) -> None:
+    """Recompute a day's tag rollup and tag spend from the records and their tags."""
+    connection.execute(delete(daily_tag).where(daily_tag.c.day == day))
+    joined = records.join(record_tags, record_tags.c.record_id == records.c.id)
+    keys = [literal(day, type_=daily_tag.c.day.type), record_tags.c.name, record_tags.c.value, records.c.provider,
+            func.coalesce(records.c.model, "")]
+    connection.execute(insert(daily_tag).from_select(
+        [*_TAG_KEYS, *MEASURES], select(*keys, *record_sums()).select_from(joined).where(*window).group_by(*keys)))
+    subject = record_tags.c.name + literal(":") + record_tags.c.value
+    connection.execute(insert(spend_table).from_select(
+        ["day", "scope", "subject", "cost_e10", "tokens"],
+        select(literal(day, type_=spend_table.c.day.type), literal("tag"), subject,
+               func.coalesce(func.sum(records.c.cost_e10), 0),
+               func.coalesce(func.sum(records.c.input_tokens + records.c.output_tokens), 0))
+        .select_from(joined).where(*window).group_by(subject)))
 
 
 def _adding(upsert: Any, keys: tuple[str, ...]) -> Any:

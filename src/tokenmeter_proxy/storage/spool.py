@@ -128,6 +128,7 @@ def _encode(record: UsageRecord) -> dict[str, Any]:
         "currency": record.currency, "price_version": record.price_version, "usage_source": record.usage_source,
         "status_code": record.status_code, "streamed": record.streamed, "latency_ms": record.latency_ms,
         "price_source": record.price_source, "provider": record.provider, "route": record.route,
+        "tags": dict(record.tags),
     }
 
 
@@ -144,4 +145,5 @@ def _decode(data: dict[str, Any]) -> UsageRecord:
         # spooled before providers existed: every such record came through /v1 or was reported
         provider=data.get("provider", "openai"),
         route=data.get("route", None if data["usage_source"] == "reported" else "openai"),
+        tags=data.get("tags") or {},
     )
