@@ -99,3 +99,25 @@ def test_the_ca_bundle_must_be_a_readable_pem_file(tmp_path: Path) -> None:
     settings = Settings.load(environ={"TOKENMETER_UPSTREAM_CA_BUNDLE": str(tmp_path / "ca.pem")})
     assert settings.upstream_ca_bundle == tmp_path / "ca.pem"
     assert Settings.load(environ=settings.to_environ()) == settings
+
+
+def test_webhook_urls_need_a_standard_webhooks_secret_and_neither_is_shown() -> None:
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    urls = "https://hooks.slack.com/services/T0/B0/token-in-the-path, http://127.0.0.1:9/hook?sig=abc"
+    settings = Settings.load(environ={"TOKENMETER_WEBHOOK_URLS": urls, "TOKENMETER_WEBHOOK_SECRET": secret})
+    assert settings.webhook_url_list == ["https://hooks.slack.com/services/T0/B0/token-in-the-path",
+                                         "http://127.0.0.1:9/hook?sig=abc"]
+    assert "token-in-the-path" not in repr(settings) and secret not in repr(settings)
+    assert Settings.load(environ=settings.to_environ()) == settings  # worker processes get both
+    assert Settings.load(environ={}).webhook_url_list == []
+    for environ, says in (
+        ({"TOKENMETER_WEBHOOK_URLS": urls}, "TOKENMETER_WEBHOOK_SECRET must be set when TOKENMETER_WEBHOOK_URLS"),
+        ({"TOKENMETER_WEBHOOK_SECRET": "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}, "does not start with whsec_"),
+        ({"TOKENMETER_WEBHOOK_SECRET": "whsec_not base64!"}, "what follows whsec_ is not base64"),
+        ({"TOKENMETER_WEBHOOK_SECRET": "whsec_"}, "it is empty"),
+        ({"TOKENMETER_WEBHOOK_URLS": "https://ok.example/a,ftp://x/secret-token", "TOKENMETER_WEBHOOK_SECRET": secret},
+         "TOKENMETER_WEBHOOK_URLS must be comma-separated http\\(s\\) URLs; entry 2 is not$"),
+    ):
+        with pytest.raises(ConfigError, match=says) as refused:
+            Settings.load(environ=environ)
+        assert "secret-token" not in str(refused.value) and "MfKQ9r8G" not in str(refused.value)

@@ -63,3 +63,14 @@ async def test_the_watcher_picks_up_a_change_within_two_seconds(pricing_file: Pa
         assert str(book.current.models["gpt-4o"].output) == "20.00"
     finally:
         watcher.cancel()
+
+
+def test_a_refused_file_is_told_with_its_problems(pricing_file: Path) -> None:
+    book = PriceBook.open(pricing_file)
+    told: list[tuple[Path, list[str]]] = []
+    pricing_file.write_text(PRICING.replace("input: 2.50", "input: lots"))
+    assert not book.reload_if_changed(on_refused=lambda path, problems: told.append((path, problems)))
+    assert told == [(pricing_file, [f"{pricing_file}:7: models.gpt-4o.input: expected a number, got 'lots'"])]
+    pricing_file.write_text(PRICING)
+    assert book.reload_if_changed(on_refused=lambda path, problems: told.append((path, problems))) is False
+    assert len(told) == 1  # a good file is not a refusal

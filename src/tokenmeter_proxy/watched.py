@@ -25,6 +25,8 @@ class _Versioned(Protocol):
 
 
 T = TypeVar("T", bound=_Versioned)
+# Told of a file refused on reload: its path and its problems (`file:line: message`).
+OnRefused = Callable[[Path, list[str]], None]
 
 
 class WatchedFile(Generic[T]):
@@ -43,8 +45,9 @@ class WatchedFile(Generic[T]):
         self._seen = _identity(path)
         self.current = load(path)
 
-    def reload_if_changed(self) -> bool:
-        """Load the file if it changed since last seen; True when its new contents took effect."""
+    def reload_if_changed(self, on_refused: OnRefused | None = None) -> bool:
+        """Load the file if it changed since last seen; True when its new contents took effect.
+        A refused file is logged, and told to `on_refused`."""
         identity = _identity(self.path)
         if identity == self._seen:
             return False
@@ -58,6 +61,8 @@ class WatchedFile(Generic[T]):
         except FileRefused as exc:
             log.error("%s %s refused, the one in force stays (version %s):\n%s", self.what, self.path,
                       self.current.version, exc)
+            if on_refused is not None:
+                on_refused(self.path, exc.problems)
             return False
         if loaded.version == self.current.version:
             return False
@@ -65,11 +70,11 @@ class WatchedFile(Generic[T]):
         log.info("%s reloaded from %s: version %s", self.what, self.path, loaded.version)
         return True
 
-    async def watch(self, interval: float = RELOAD_INTERVAL_SECONDS) -> None:
-        """Reload on change until cancelled."""
+    async def watch(self, interval: float = RELOAD_INTERVAL_SECONDS, *, on_refused: OnRefused | None = None) -> None:
+        """Reload on change until cancelled (`on_refused`, called from a thread: see `reload_if_changed`)."""
         while True:
             await asyncio.sleep(interval)
-            await asyncio.to_thread(self.reload_if_changed)
+            await asyncio.to_thread(self.reload_if_changed, on_refused)
 
 
 class PriceBook(WatchedFile[PriceTable]):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, UniqueConstraint
+from sqlalchemy import BigInteger, Column, DateTime, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 COST_SCALE = 10**10
@@ -49,6 +49,19 @@ class UsageRecordRow(SQLModel, table=True):
     price_source: str | None = Field(default=None, max_length=16)
     provider: str = Field(default="openai", max_length=64)
     route: str | None = Field(default=None, max_length=64)
+    tags: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # JSON {name: value}; None: none
+
+
+class RecordTagRow(SQLModel, table=True):
+    """One tag of one record, to find a tag's records (the partial first day of a tag's stats)."""
+
+    __tablename__ = "usage_record_tags"
+    __table_args__ = (Index("ix_usage_record_tags_tag_created", "name", "value", "created_at"),)
+
+    record_id: str = Field(primary_key=True, max_length=32)
+    name: str = Field(primary_key=True, max_length=64)
+    value: str = Field(max_length=128)
+    created_at: dt.datetime = Field(sa_column=Column(DateTime(), nullable=False))  # the record's
 
 
 def naive_utc(moment: dt.datetime) -> dt.datetime:
@@ -165,6 +178,18 @@ class DailyUserRow(_Measures, table=True):
     model: str = Field(primary_key=True, max_length=256)
 
 
+class DailyTagRow(_Measures, table=True):
+    """Usage per UTC day, tag (name and value), provider and model, for stats by or of a tag."""
+
+    __tablename__ = "rollup_daily_tag"
+
+    day: dt.date = Field(primary_key=True)
+    name: str = Field(primary_key=True, max_length=64)
+    value: str = Field(primary_key=True, max_length=128)
+    provider: str = Field(primary_key=True, max_length=64)
+    model: str = Field(primary_key=True, max_length=256)
+
+
 class SessionRow(_Measures, table=True):
     """Each session's totals and first and last record, for the sessions list (newest first)."""
 
@@ -174,3 +199,29 @@ class SessionRow(_Measures, table=True):
     session_id: str = Field(primary_key=True, max_length=256)
     first_seen: dt.datetime = Field(sa_column=Column(DateTime(), nullable=False))
     last_seen: dt.datetime = Field(sa_column=Column(DateTime(), nullable=False))
+
+
+class WebhookOutboxRow(SQLModel, table=True):
+    """One webhook event to one URL: the outbox the senders of every process deliver from.
+    `event_key` (a digest of what makes the event once-only) is unique per URL, so however many
+    requests or processes raise an event, it is inserted once (INSERT ... ON CONFLICT DO NOTHING)."""
+
+    __tablename__ = "webhook_outbox"
+    __table_args__ = (
+        UniqueConstraint("event_key", "url", name="uq_webhook_outbox_event_url"),
+        Index("ix_webhook_outbox_due", "status", "url", "next_attempt_at"),  # what a sender claims
+        Index("ix_webhook_outbox_created", "created_at"),  # the deliveries API, newest first
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    webhook_id: str = Field(max_length=64)  # the same for every URL and every attempt
+    event_key: str = Field(max_length=64)
+    type: str = Field(max_length=32)
+    url: str = Field(max_length=2048)
+    body: str = Field(sa_column=Column(Text, nullable=False))  # the JSON sent, fixed when the event is made
+    status: str = Field(max_length=16)  # pending, delivered, failed
+    attempts: int = Field(default=0)
+    last_status_code: int | None = None
+    created_at: dt.datetime = Field(sa_column=Column(DateTime(), nullable=False))
+    next_attempt_at: dt.datetime = Field(sa_column=Column(DateTime(), nullable=False))
+    delivered_at: dt.datetime | None = Field(default=None, sa_column=Column(DateTime(), nullable=True))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from sqlalchemy.exc import DataError, IntegrityError
 
@@ -24,8 +25,10 @@ class RecordWriter:
 
     def __init__(
         self, repository: Repository, spool: Spool, *, max_batch: int = 1000, batch_window: float = 0.02,
-        probe_interval: float = 1.0,
+        probe_interval: float = 1.0, on_outage: Callable[[str | None], None] | None = None,
     ) -> None:
+        """`on_outage` hears, from the event loop, once per outage: what went wrong when the
+        database stops storing records, and None when it answers again."""
         self.repository = repository
         self.spool = spool
         self.max_batch = max_batch
@@ -38,6 +41,8 @@ class RecordWriter:
         self.spooled = 0
         self.replayed = 0
         self.database_down = False
+        self.on_outage = on_outage
+        self._outage_told = False
         self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue()
         self._in_flight = 0  # records taken from the queue whose batch is not stored or spooled yet
 
@@ -81,10 +86,12 @@ class RecordWriter:
                 return
             self.database_down = False
             log.warning("the database answers again; storing spooled usage records")
+            self._tell_outage(None)
         try:
             await asyncio.to_thread(self._replay_spool)
         except Exception as exc:  # the batch went back to the spool; the next round tries again
             log.error("storing spooled usage records failed (%s); they stay in the spool", exc)
+            self._tell_outage(exc)
 
     async def drain(self) -> None:
         """Wait until everything submitted so far is stored or spooled."""
@@ -99,7 +106,19 @@ class RecordWriter:
             except Exception as exc:  # unreachable, read-only, failing over...: keep the records safe on disk
                 self.database_down = True
                 log.error("the database cannot store usage records (%s); spooling them until it can", exc)
+                self._tell_outage(exc)
         await self._spool(batch)
+
+    def _tell_outage(self, problem: Exception | None) -> None:
+        """Tell `on_outage` when the database went down, or came back, since it was last told."""
+        down = problem is not None
+        if self.on_outage is None or down == self._outage_told:
+            return
+        self._outage_told = down
+        try:
+            self.on_outage(None if problem is None else f"{type(problem).__name__}: {problem}")
+        except Exception:  # telling must never cost a record
+            log.exception("reporting the database's state failed")
 
     def _insert(self, batch: list[UsageRecord]) -> int:
         """Store a batch; returns how many records were new."""
