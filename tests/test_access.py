@@ -1,5 +1,5 @@
-"""access.py: the sign-in cookie, its CSRF token, widget link signatures and the failure limiter,
-with every value tampered with, expired, or made under another admin token."""
+"""access.py: the sign-in cookie, its CSRF token, widget link signatures (session and user links) and
+the failure limiter, with every value tampered with, expired, or made under another admin token."""
 
 from __future__ import annotations
 
@@ -120,3 +120,25 @@ def test_the_limiter_locks_an_address_after_its_failures() -> None:
 ])
 def test_same_origin_follows_sec_fetch_site_then_origin(headers: dict[str, str], same: bool) -> None:
     assert same_origin(headers) is same
+
+
+def test_a_user_widget_signature_opens_that_user_and_never_a_session_of_the_same_id() -> None:
+    expires = int(NOW) + 60
+    for_user = SIGNER.widget_signature("alice", expires, kind="user")
+    for_session = SIGNER.widget_signature("alice", expires)
+    assert for_user != for_session  # each kind has its own key
+    assert SIGNER.valid_widget("alice", str(expires), for_user, NOW, kind="user")
+    assert not SIGNER.valid_widget("alice", str(expires), for_user, NOW)  # replayed as a session link
+    assert not SIGNER.valid_widget("alice", str(expires), for_session, NOW, kind="user")  # and the other way
+    assert not SIGNER.valid_widget("bob", str(expires), for_user, NOW, kind="user")
+    assert not SIGNER.valid_widget("alice", str(expires), for_user, expires, kind="user")  # expired
+    assert not SIGNER.valid_widget("alice", str(expires + 1), for_user, NOW, kind="user")
+    assert not Signer.from_admin_token("another-token").valid_widget("alice", str(expires), for_user, NOW,
+                                                                     kind="user")
+
+
+@pytest.mark.parametrize("index", [0, 21, 42])
+def test_a_user_widget_signature_changed_in_any_character_is_refused(index: int) -> None:
+    expires = int(NOW) + 60
+    signature = SIGNER.widget_signature("alice", expires, kind="user")
+    assert not SIGNER.valid_widget("alice", str(expires), flip(signature, index), NOW, kind="user")

@@ -1,58 +1,52 @@
 """The dashboard and the widget in a real browser: Debian's Chromium, headless, driven by
 Playwright against `tokenmeter-proxy serve` processes. Every test saves a screenshot under
 tests/screenshots/; every page is watched for requests outside the proxy's origin and for
-console errors. The last test times the overview over 100,000 demo records.
+console errors (tests/browsing.py). The last test times the overview over 100,000 demo records.
+The budgets page, the overview's tags and projection and the sessions' provider mix are
+tests/test_browser_budgets.py; the sidebar is tests/test_browser_sidebar.py.
 
-Set TOKENMETER_DOCS_SCREENSHOTS=1 to also refresh the README's docs/overview.png and docs/widget.png.
+Set TOKENMETER_DOCS_SCREENSHOTS=1 to also refresh the README's pictures in docs/ (the overview,
+its tag breakdown, the budgets page and the sidebar), made from the 100,000 demo records.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import datetime as dt
 import os
-import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
+from browsing import (
+    NOWHERE,
+    SHOTS,
+    Watched,
+    cells,
+    chromium,
+    expect,
+    has_signin_form,
+    needs_chromium,
+    number,
+    ready,
+    same_money,
+    shot,
+    sign_in,
+    watched_pages,
+)
 from conftest import ADMIN_TOKEN, PRICING, serve_in_thread
 from conftest import _migrate as migrate
+from docshots import docs_screenshots
 from processes import EXECUTABLE, Proxy
 from tokenmeter_proxy.app import create_app
 from tokenmeter_proxy.config import Settings
 
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="the browser tests need Debian's Chromium at "
-                                "/usr/bin/chromium (apt-get install chromium; .ci/run installs it)")
-sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests need the playwright package "
-                               "(the dev extra: pip install -e '.[dev]')")
-expect = sync_api.expect
-
-ROOT = Path(__file__).resolve().parents[1]
-SHOTS = Path(__file__).resolve().parent / "screenshots"
-NOWHERE = "http://127.0.0.1:9"  # no upstream: these tests never proxy a request
+pytestmark = needs_chromium
 DEMO_RECORDS = 100_000
-
-
-@dataclass
-class Watched:
-    """Pages opened by a test, and what went wrong on them."""
-
-    origin: str
-    outside: set[str] = field(default_factory=set)
-    errors: list[str] = field(default_factory=list)
-    refused: set[str] = field(default_factory=set)  # documents answered 401/403 on purpose
-    failing: tuple[str, ...] = ()  # URL parts a test makes fail on purpose
-
-    def problems(self) -> list[str]:
-        return [*(f"request outside the origin: {url}" for url in sorted(self.outside)), *self.errors]
 
 
 @pytest.fixture(scope="module")
@@ -106,11 +100,8 @@ def proxy(tmp_path_factory: pytest.TempPathFactory, demo_job: concurrent.futures
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture
@@ -121,77 +112,8 @@ def watched(proxy: Proxy) -> Watched:
 @pytest.fixture
 def open_page(browser: Any, watched: Watched) -> Iterator[Callable[..., Any]]:
     """Pages in fresh browser contexts (their own cookies), watched; checked clean at the end."""
-    contexts = []
-
-    def open_(locale: str = "en-US", width: int = 1280, height: int = 900) -> Any:
-        context = browser.new_context(locale=locale, extra_http_headers={"Accept-Language": locale},
-                                      viewport={"width": width, "height": height})
-        contexts.append(context)
-        page = context.new_page()
-        page.on("request", lambda request: _outside(watched, request.url))
-        page.on("response", lambda response: response.request.resource_type == "document"
-                and response.status in (401, 403) and watched.refused.add(response.url))
-        page.on("console", lambda message: message.type == "error" and _console_error(
-            watched, message.text, (message.location or {}).get("url", "")))
-        page.on("pageerror", lambda error: watched.errors.append(f"page error: {error}"))
-        return page
-
-    yield open_
-    for context in contexts:
-        context.close()
-    assert not watched.problems(), watched.problems()
-
-
-def _outside(watched: Watched, url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme in ("http", "https", "ws", "wss") and parts.netloc != watched.origin:
-        watched.outside.add(url)
-
-
-def _console_error(watched: Watched, text: str, url: str) -> None:
-    # Chromium logs every 4xx/5xx as "Failed to load resource": not an error of the page when
-    # the test asked for it (a refused sign-in, a bad widget link, an API made to fail)
-    expected = url in watched.refused or any(part in url for part in watched.failing)
-    if not (text.startswith("Failed to load resource") and expected):
-        watched.errors.append(f"console error: {text} ({url})")
-
-
-def shot(page: Any, name: str) -> None:
-    SHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
-def sign_in(page: Any, base: str, token: str = ADMIN_TOKEN, path: str = "/dashboard") -> None:
-    page.goto(base + path)
-    page.locator("input[name=token]").fill(token)
-    page.locator("input[name=token]").press("Enter")
-    page.wait_for_load_state()
-
-
-def ready(page: Any) -> None:
-    page.wait_for_selector("main[data-state=ready]")
-
-
-def has_signin_form(page: Any) -> bool:
-    return bool(page.locator("input[type=password]").count())
-
-
-def number(text: str) -> int:
-    return int(re.sub(r"[,.\u00a0\u202f ]", "", text))
-
-
-def money(text: str) -> float:
-    """An amount as the page writes it in English ("$1,234.50", "$0.0123")."""
-    return float(re.sub(r"[^0-9.-]", "", text))
-
-
-def same_money(text: str, amount: float) -> bool:
-    """The page's rounding of an amount: 4 decimals under one unit, 2 from one on."""
-    return abs(money(text) - amount) <= (0.00005 if abs(amount) < 1 else 0.005)
-
-
-def cells(rows: Any, column: int) -> list[str]:
-    return [row.locator("td").nth(column).inner_text() for row in rows.all()]
+    with watched_pages(browser, watched) as open_:
+        yield open_
 
 
 def api(proxy: Proxy, path: str, **params: Any) -> Any:
@@ -455,33 +377,6 @@ def test_the_provider_panel_and_filter_speak_german(proxy: Proxy, open_page: Any
     shot(page, "provider-filtered-de")
 
 
-def test_a_widget_link_works_until_it_expires_or_is_tampered_with(proxy: Proxy, open_page: Any) -> None:
-    link = proxy.admin("/api/widget-links", "POST", {"session_id": "s-b", "ttl_seconds": 4})
-    totals = api(proxy, "/api/usage/sessions/s-b")["totals"]
-    page = open_page(width=360, height=640)
-    page.goto(link["url"])
-    expect(page.locator("#w-requests")).to_have_text(str(totals["requests"]))
-    assert number(page.locator("#w-tokens").inner_text()) == totals["total_tokens"]
-    assert number(page.locator("#w-input").inner_text()) == totals["input_tokens"]
-    assert page.locator("#w-chart svg").get_attribute("data-points") == "7"
-    page.get_by_role("button", name="30 days").click()
-    assert page.locator("#w-chart svg").get_attribute("data-points") == "30"
-    assert ADMIN_TOKEN not in page.content() and not page.context.cookies()
-    shot(page, "widget")
-    signature = link["url"].rsplit("sig=", 1)[1]
-    other = open_page(width=360, height=640)
-    tampered = link["url"].replace(signature, ("0" if signature[0] != "0" else "1") + signature[1:])
-    assert other.goto(tampered).status == 403 and "not valid or has expired" in other.inner_text("body")
-    assert other.goto(link["url"].replace("/s-b?", "/s-a?")).status == 403
-    expires = dt.datetime.fromisoformat(link["expires_at"].replace("Z", "+00:00")).timestamp()
-    time.sleep(max(0.0, expires - time.time()) + 0.2)
-    assert other.goto(link["url"]).status == 403
-    shot(other, "widget-expired")
-    page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")  # what a tab switch does: refresh
-    page.wait_for_selector("#status.error")  # the open widget says its link expired
-    assert "expired" in page.locator("#status").inner_text()
-
-
 def test_signing_out_locks_every_page(proxy: Proxy, open_page: Any) -> None:
     page = open_page()
     sign_in(page, proxy.url)
@@ -584,7 +479,8 @@ def test_the_overview_of_100k_demo_records_shows_numbers_in_under_500_ms(
         print(report)
         assert max(timings) < 500, report
         shot(page, "overview-100k")
-        _docs_screenshots(page, demo)
+        if os.environ.get("TOKENMETER_DOCS_SCREENSHOTS"):
+            docs_screenshots(page, demo)
     finally:
         demo.stop()
 
@@ -592,30 +488,3 @@ def test_the_overview_of_100k_demo_records_shows_numbers_in_under_500_ms(
 def _numbers_shown(page: Any) -> float:
     """Milliseconds from the start of the navigation to the totals on screen (the page marks it)."""
     return float(page.evaluate("performance.getEntriesByName('tm-numbers')[0].startTime"))
-
-
-def _docs_screenshots(page: Any, demo: Proxy) -> None:
-    """The README's pictures, from the demo data, when asked for."""
-    if not os.environ.get("TOKENMETER_DOCS_SCREENSHOTS"):
-        return
-    docs = ROOT / "docs"
-    docs.mkdir(exist_ok=True)
-    heaviest = demo.admin("/api/usage/top", by="user", period="30d", limit=1)["top"][0]["id"]
-    budget = {"scope": "user", "subject": heaviest, "period": "month", "max_cost": 1000}
-    spent = demo.admin("/api/budgets", "PUT", budget)["spent_cost"]
-    demo.admin("/api/budgets", "PUT", {**budget, "max_cost": round(spent / 0.88, 2)})  # past its warning level
-    demo.admin("/api/budgets", "PUT", {"scope": "global", "subject": "*", "period": "month", "max_cost": 500})
-    page.set_viewport_size({"width": 1200, "height": 900})
-    page.reload()
-    ready(page)
-    page.wait_for_load_state("networkidle")
-    page.screenshot(path=str(docs / "overview.png"), full_page=True)
-    top = demo.admin("/api/usage/top", by="session", period="24h", limit=1)["top"][0]["id"]
-    link = demo.admin("/api/widget-links", "POST", {"session_id": top})
-    widget = page.context.new_page()
-    widget.set_viewport_size({"width": 360, "height": 420})
-    widget.goto(link["url"])
-    widget.wait_for_selector("#w-chart svg")
-    widget.screenshot(path=str(docs / "widget.png"))
-    widget.close()
-

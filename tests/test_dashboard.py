@@ -1,17 +1,19 @@
-"""The dashboard's sign-in, cookie and CSRF rules, its pages and languages, widget links, and the
-admin endpoints it added (top sessions and users, session search), through the app in-process.
-What a browser makes of the pages is tests/test_browser.py."""
+"""The dashboard's sign-in, cookie and CSRF rules, its pages (the budgets page among them) and
+languages, and the admin endpoints it added (top sessions and users, session search, each
+session's provider mix), through the app in-process. The widget and its links are
+tests/test_widget.py; what a browser makes of the pages is tests/test_browser*.py."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -20,6 +22,7 @@ from conftest import ADMIN_TOKEN, admin_headers, proxy_client
 from test_storage import NOW, record
 from tokenmeter_proxy.access import SESSION_COOKIE, SESSION_SECONDS
 from tokenmeter_proxy.app import create_app
+from tokenmeter_proxy.budgets import SCOPES
 from tokenmeter_proxy.config import Settings
 from tokenmeter_proxy.dashboard.pages import STATIC, STRINGS, TEMPLATES, Pages, negotiate
 from tokenmeter_proxy.openapi import admin_openapi
@@ -27,7 +30,7 @@ from tokenmeter_proxy.storage.engine import engine_from_url
 from tokenmeter_proxy.storage.repository import Repository
 
 pytestmark = pytest.mark.anyio
-PAGES = ["/dashboard", "/dashboard/sessions", "/dashboard/sessions/s-1"]
+PAGES = ["/dashboard", "/dashboard/sessions", "/dashboard/sessions/s-1", "/dashboard/budgets"]
 SAME_ORIGIN = {"sec-fetch-site": "same-origin"}
 
 
@@ -55,16 +58,25 @@ class Dashboard:
         assert response.status_code == 303, response.text
         return str(response.cookies[SESSION_COOKIE])
 
-    async def link(self, session_id: str, **body: object) -> dict[str, str]:
-        response = await self.client.post("/api/widget-links", json={"session_id": session_id, **body},
-                                          headers=admin_headers())
+    async def link(self, session_id: str | None = None, **body: object) -> dict[str, str]:
+        """A widget link for a session (or, with `user_id=`, for a user)."""
+        asked = {"session_id": session_id} if session_id is not None else {}
+        response = await self.client.post("/api/widget-links", json={**asked, **body}, headers=admin_headers())
         assert response.status_code == 200, response.text
         return dict(response.json())
 
+    async def signed_in(self, path: str, **headers: str) -> str:
+        """A page as a signed-in browser gets it."""
+        response = await self.client.get(path, headers={"cookie": f"{SESSION_COOKIE}={await self.cookie()}",
+                                                        **headers})
+        assert response.status_code == 200 and not is_signin_form(response), response.text
+        return response.text
 
-@pytest.fixture
-async def dash(settings: Settings) -> AsyncIterator[Dashboard]:
-    """The app on a clock the test moves, over a few known records."""
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Dashboard]:
+    """The app on a clock the test moves, over a few known records: alice's s-1 (two requests,
+    the newest activity) and chat/7 ü, bob's s-10, carol's s-old."""
     engine = engine_from_url(settings.database_url)
     Repository(engine).insert_records([
         record(1, hours_ago=1, session="s-1", user="alice", cost="0.25"),
@@ -77,6 +89,12 @@ async def dash(settings: Settings) -> AsyncIterator[Dashboard]:
     clock = MovableClock()
     async with proxy_client(create_app(settings, clock=clock)) as client:
         yield Dashboard(client, clock)
+
+
+@pytest.fixture
+async def dash(settings: Settings) -> AsyncIterator[Dashboard]:
+    async with running(settings) as dashboard:
+        yield dashboard
 
 
 def is_signin_form(response: httpx.Response) -> bool:
@@ -318,8 +336,11 @@ async def test_pages_ask_for_every_module_their_script_imports_at_once(dash: Das
     cookie = {"cookie": f"{SESSION_COOKIE}={await dash.cookie()}"}
     page = (await dash.client.get("/dashboard", headers=cookie)).text
     preloaded = re.findall(r'<link rel="modulepreload" href="/dashboard/static/([a-z]+\.js)">', page)
-    assert preloaded == ["budgets.js", "charts.js", "common.js"]
+    assert preloaded == ["breakdown.js", "budgetview.js", "charts.js", "common.js", "projection.js", "tagview.js"]
     assert '<script type="module" src="/dashboard/static/overview.js"></script>' in page
+    budgets = (await dash.client.get("/dashboard/budgets", headers=cookie)).text
+    assert re.findall(r'<link rel="modulepreload" href="/dashboard/static/([a-z]+\.js)">', budgets) == [
+        "budgetview.js", "common.js"]
 
 
 def test_the_scripts_load_nothing_from_elsewhere() -> None:
@@ -330,100 +351,6 @@ def test_the_scripts_load_nothing_from_elsewhere() -> None:
         assert "innerHTML" not in text, path  # data goes into pages as text only
         for module in re.findall(r'from "\./([a-z]+\.js)"', text):
             assert (STATIC / module).exists(), (path, module)
-
-
-async def test_a_widget_link_defaults_to_an_hour(dash: Dashboard) -> None:
-    link = await dash.link("s-1")
-    assert link["expires_at"] == "2026-11-25T13:00:00Z"
-    url = urlsplit(link["url"])
-    assert url.scheme == "http" and url.netloc == "proxy.test" and url.path == "/widget/session/s-1"
-    assert link["path"] == f"{url.path}?{url.query}"
-    assert parse_qs(url.query)["exp"] == [str(int(NOW.timestamp()) + 3600)]
-    assert ADMIN_TOKEN not in link["url"]
-
-
-@pytest.mark.parametrize("body", [
-    {}, {"session_id": ""}, {"session_id": 7}, {"session_id": "a\x00b"}, {"session_id": "s", "ttl_seconds": 0},
-    {"session_id": "s", "ttl_seconds": -1}, {"session_id": "s", "ttl_seconds": 2_592_001},
-    {"session_id": "s", "ttl_seconds": 1.5}, {"session_id": "s", "ttl_seconds": True},
-    {"session_id": "s", "ttl_seconds": "60"}, [], "s-1"])
-async def test_bad_widget_link_requests_get_a_400(dash: Dashboard, body: object) -> None:
-    response = await dash.client.post("/api/widget-links", json=body, headers=admin_headers())
-    assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
-
-
-async def test_widget_links_need_the_admin_token(dash: Dashboard) -> None:
-    response = await dash.client.post("/api/widget-links", json={"session_id": "s-1"})
-    assert response.status_code == 401
-
-
-async def test_the_widget_opens_with_its_link_and_shows_that_session(dash: Dashboard) -> None:
-    link = await dash.link("s-1", ttl_seconds=60)
-    page = await dash.client.get(link["path"])
-    assert page.status_code == 200 and "Token usage" in page.text and ADMIN_TOKEN not in page.text
-    assert "frame-ancestors *" in page.headers["content-security-policy"]
-    assert page.headers["referrer-policy"] == "no-referrer" and "x-frame-options" not in page.headers
-    config = json.loads(re.search(r'id="tm-config">(.*?)</script>', page.text).group(1))  # type: ignore[union-attr]
-    data = await dash.client.get(config["data_url"])
-    assert data.status_code == 200
-    figures = data.json()
-    assert figures["session_id"] == "s-1" and figures["currency"] == "USD"
-    assert figures["totals"]["requests"] == 2 and figures["totals"]["cost"] == 0.75
-    assert figures["trend"]["of"] == "user" and len(figures["trend"]["daily"]) == 31
-    # alice's days: s-1 today and the unpriced chat/7 record 30 hours ago
-    assert sum(day["requests"] for day in figures["trend"]["daily"]) == 3
-
-
-async def test_the_widget_speaks_german_too(dash: Dashboard) -> None:
-    link = await dash.link("s-1")
-    page = await dash.client.get(link["path"], headers={"accept-language": "de"})
-    assert "Token-Nutzung" in page.text
-
-
-async def test_a_widget_link_for_an_odd_session_id_round_trips(dash: Dashboard) -> None:
-    link = await dash.link("chat/7 ü")
-    assert "/widget/session/chat%2F7%20%C3%BC?" in link["url"]
-    page = await dash.client.get(link["path"])
-    assert page.status_code == 200
-    config = json.loads(re.search(r'id="tm-config">(.*?)</script>', page.text).group(1))  # type: ignore[union-attr]
-    figures = (await dash.client.get(config["data_url"])).json()
-    assert figures["session_id"] == "chat/7 ü" and figures["totals"]["unpriced_requests"] == 1
-
-
-async def test_a_widget_link_for_a_session_without_records_shows_zeros(dash: Dashboard) -> None:
-    link = await dash.link("not-yet")
-    page = await dash.client.get(link["path"])
-    config = json.loads(re.search(r'id="tm-config">(.*?)</script>', page.text).group(1))  # type: ignore[union-attr]
-    figures = (await dash.client.get(config["data_url"])).json()
-    assert figures["totals"]["requests"] == 0 and figures["trend"]["of"] == "session"
-
-
-def tampered(path: str) -> str:
-    signature = parse_qs(urlsplit(path).query)["sig"][0]
-    return path.replace(signature, ("B" if signature[0] == "A" else "A") + signature[1:])
-
-
-@pytest.mark.parametrize("change", ["tampered", "other_session", "expired", "no_signature", "longer_expiry"])
-async def test_a_widget_link_tampered_with_expired_or_moved_answers_403(dash: Dashboard, change: str) -> None:
-    link = await dash.link("s-1", ttl_seconds=60)
-    path = link["path"]
-    query = urlsplit(path).query
-    if change == "tampered":
-        path = tampered(path)
-    elif change == "other_session":
-        path = path.replace("/s-1?", "/s-10?")
-    elif change == "expired":
-        dash.clock.now += dt.timedelta(seconds=60)
-    elif change == "no_signature":
-        path = path.split("&sig=")[0]
-    else:
-        exp = parse_qs(query)["exp"][0]
-        path = path.replace(f"exp={exp}", f"exp={int(exp) + 3600}")
-    page = await dash.client.get(path)
-    assert page.status_code == 403 and "not valid or has expired" in page.text
-    data_path = path.replace("/widget/session/", "/widget/api/session/")
-    data = await dash.client.get(data_path)
-    assert data.status_code == 403 and data.json()["error"]["code"] == "invalid_widget_link"
 
 
 async def test_top_sessions_and_users_by_cost_in_the_period(dash: Dashboard) -> None:
@@ -467,3 +394,76 @@ def test_the_openapi_description_lists_the_new_operations() -> None:
     paths = admin_openapi()["paths"]
     assert "post" in paths["/api/widget-links"] and "get" in paths["/api/usage/top"]
     assert "q" in {parameter["name"] for parameter in paths["/api/usage/sessions"]["get"]["parameters"]}
+
+
+def page_config(page: str) -> dict[str, Any]:
+    return dict(json.loads(re.search(r'id="tm-config">(.*?)</script>', page).group(1)))  # type: ignore[union-attr]
+
+
+async def test_the_budgets_page_labels_its_form_and_offers_every_scope(dash: Dashboard) -> None:
+    page = await dash.signed_in("/dashboard/budgets")
+    for field, label in (("b-scope", "Scope"), ("b-subject", "Subject"), ("b-period", "Period"),
+                         ("b-max-cost", "Max cost (USD)"), ("b-max-tokens", "Max tokens"),
+                         ("b-warn-at", "Warn at (fraction of the limit, 0 to 1)")):
+        assert f'<label for="{field}">{label}</label>' in page, label
+    assert '<button type="submit" class="primary">Save</button>' in page
+    assert '<a href="/dashboard/budgets" aria-current="page">Budgets</a>' in page
+    config = page_config(page)
+    assert config["scopes"] == list(SCOPES) == ["session", "user", "key", "global", "tag"]
+    assert config["periods"] == ["day", "month", "total"] and config["default_warn_at"] == "0.8"
+    assert config["csrf"] and '<script type="module" src="/dashboard/static/budgets.js"></script>' in page
+
+
+async def test_the_budgets_page_speaks_german(dash: Dashboard) -> None:
+    page = await dash.signed_in("/dashboard/budgets", **{"accept-language": "de-DE"})
+    for field, label in (("b-scope", "Bereich"), ("b-subject", "Subjekt"), ("b-period", "Zeitraum"),
+                         ("b-max-cost", "Max. Kosten (USD)"), ("b-max-tokens", "Max. Tokens"),
+                         ("b-warn-at", "Warnen ab (Anteil am Limit, 0 bis 1)")):
+        assert f'<label for="{field}">{label}</label>' in page, label
+    strings = page_config(page)["strings"]
+    assert (strings["save"], strings["edit"], strings["delete"]) == ("Speichern", "Bearbeiten", "Löschen")
+    assert strings["scope_tag"] and strings["budget_period_total"].startswith("Insgesamt")
+
+
+async def test_the_overview_links_the_budgets_page_and_has_tags_and_a_projection(dash: Dashboard) -> None:
+    page = await dash.signed_in("/dashboard")
+    assert '<a href="/dashboard/budgets">Manage budgets</a>' in page
+    assert "PUT /api/budgets" not in page and "PUT /api/budgets" not in page_config(page)["strings"]["no_budgets"]
+    assert '<label for="tag">Tag</label>' in page and 'id="tag-filter"' in page
+    assert ">Show every request</button>" in page
+    assert "<h2 id=\"tag-heading\">Cost by tag</h2>" in page and '<select id="by-tag"></select>' in page
+    assert 'id="projected"' in page and "Projected this month" in page
+
+
+async def test_the_sessions_list_carries_each_sessions_provider_mix(dash: Dashboard, settings: Settings) -> None:
+    engine = engine_from_url(settings.database_url)
+    Repository(engine).insert_records([
+        record(6, hours_ago=0.5, session="s-1", user="alice", model="claude-like", cost="0.75", provider="anthropic"),
+        record(7, hours_ago=0.4, session="s-1", user="alice", model="claude-like", cost="0.5", provider="anthropic")])
+    engine.dispose()
+    page = (await dash.client.get("/api/usage/sessions", headers=admin_headers())).json()
+    mix = {session["session_id"]: session["providers"] for session in page["sessions"]}
+    assert mix["s-1"] == [{"provider": "anthropic", "requests": 2, "cost": 1.25},
+                          {"provider": "openai", "requests": 2, "cost": 0.75}]  # biggest cost first
+    assert mix["s-10"] == [{"provider": "openai", "requests": 1, "cost": 2}]
+    assert mix["chat/7 ü"] == [{"provider": "openai", "requests": 1, "cost": 0}]  # unpriced: no cost
+    found = (await dash.client.get("/api/usage/sessions", params={"q": "bob"}, headers=admin_headers())).json()
+    assert [session["providers"] for session in found["sessions"]] == [[{"provider": "openai", "requests": 1,
+                                                                         "cost": 2}]]
+
+
+def test_the_provider_mix_sums_the_session_rollup_on_both_databases(database_url: str) -> None:
+    engine = engine_from_url(database_url)
+    try:
+        repository = Repository(engine)
+        repository.insert_records([
+            record(1, session="m-1", cost="0.25"), record(2, session="m-1", cost="0.5", provider="google"),
+            record(3, session="m-1", hours_ago=30, cost="0.5", provider="google"),  # another day: summed
+            record(4, session="m-2", cost=None, provider="anthropic"), record(5, session="other", cost="9")])
+        mix = repository.provider_mix(["m-1", "m-2", "none"])
+        assert repository.provider_mix([]) == {}
+    finally:
+        engine.dispose()
+    assert {session: [(provider, totals.requests, totals.cost) for provider, totals in rows]
+            for session, rows in mix.items()} == {"m-1": [("google", 2, Decimal(1)), ("openai", 1, Decimal("0.25"))],
+                                                  "m-2": [("anthropic", 1, Decimal(0))]}

@@ -5,7 +5,8 @@ Pure: keys, times and values are passed in. Every key is derived from the admin 
 (HMAC-SHA256 of a purpose label), so all workers and replicas sharing the token agree without
 another secret to configure, and changing the token ends every dashboard session and widget
 link at once. The token itself never leaves the server: a cookie holds an expiry, a nonce and
-a MAC; a widget link holds its session id, an expiry and a MAC.
+a MAC; a widget link holds its session or user id, an expiry and a MAC under the key of its kind
+(so a session link never passes for a user link of the same id, nor the other way round).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import hmac
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from cachetools import TTLCache
 
@@ -25,6 +26,7 @@ CSRF_HEADER = "x-tokenmeter-csrf"
 SESSION_SECONDS = 12 * 3600  # a dashboard sign-in lasts a working day
 MAX_LINK_SECONDS = 30 * 24 * 3600
 DEFAULT_LINK_SECONDS = 3600
+WidgetKind = Literal["session", "user"]  # what a widget link opens: one session, or one user's usage
 
 
 def _mac(key: bytes, message: str) -> str:
@@ -44,12 +46,14 @@ class Signer:
     token: bytes = field(repr=False)
     cookie_key: bytes = field(repr=False)
     csrf_key: bytes = field(repr=False)
-    widget_key: bytes = field(repr=False)
+    widget_key: bytes = field(repr=False)  # session links (the purpose label predates user links)
+    user_widget_key: bytes = field(repr=False)
 
     @classmethod
     def from_admin_token(cls, token: str) -> Signer:
         return cls(token=token.encode(), cookie_key=_key(token, "dashboard-session"),
-                   csrf_key=_key(token, "dashboard-csrf"), widget_key=_key(token, "widget-link"))
+                   csrf_key=_key(token, "dashboard-csrf"), widget_key=_key(token, "widget-link"),
+                   user_widget_key=_key(token, "widget-user-link"))
 
     def token_matches(self, presented: str | bytes) -> bool:
         """The admin token, compared in constant time."""
@@ -79,15 +83,19 @@ class Signer:
     def valid_csrf(self, cookie: str, presented: str | None) -> bool:
         return presented is not None and hmac.compare_digest(presented, self.csrf_token(cookie))
 
-    def widget_signature(self, session_id: str, expires: int) -> str:
-        # the length prefix keeps (session id, expiry) pairs from ever spelling the same message
-        return _mac(self.widget_key, f"{len(session_id)}:{session_id}:{expires}")
+    def widget_signature(self, subject: str, expires: int, *, kind: WidgetKind = "session") -> str:
+        """The signature of a widget link for a session id or a (stored) user id: each kind
+        has its own key, so the kind is bound as firmly as the id and the expiry."""
+        key = self.widget_key if kind == "session" else self.user_widget_key
+        # the length prefix keeps (id, expiry) pairs from ever spelling the same message
+        return _mac(key, f"{len(subject)}:{subject}:{expires}")
 
-    def valid_widget(self, session_id: str, expires: str | None, signature: str | None, now: float) -> bool:
-        """Whether a widget link's expiry and signature are ours, for this session, unexpired."""
+    def valid_widget(self, subject: str, expires: str | None, signature: str | None, now: float, *,
+                     kind: WidgetKind = "session") -> bool:
+        """Whether a widget link's expiry and signature are ours, for this kind and id, unexpired."""
         if not expires or not signature or not expires.isdigit() or len(expires) > 12:
             return False
-        expected = self.widget_signature(session_id, int(expires))
+        expected = self.widget_signature(subject, int(expires), kind=kind)
         return hmac.compare_digest(signature.encode(), expected.encode()) and int(expires) > now
 
 

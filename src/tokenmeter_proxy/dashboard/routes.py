@@ -1,38 +1,31 @@
-"""The dashboard and the session widget, served by the proxy itself:
+"""The dashboard and the sidebar widget, served by the proxy itself:
 
-    GET  /dashboard, /dashboard/sessions, /dashboard/sessions/{id}   pages (the sign-in form
-                                                     without a valid cookie, status 200)
+    GET  /dashboard, /dashboard/sessions, /dashboard/sessions/{id}, /dashboard/budgets
+                                                     pages (the sign-in form without a valid
+                                                     cookie, status 200)
     POST /dashboard/login                            the admin token from the form -> cookie
     POST /dashboard/logout                           the cookie cleared
     GET  /dashboard/static/...                       our own CSS, JavaScript and icon
-    GET  /widget/session/{id}?exp=&sig=              the embeddable widget (403 unless signed)
-    GET  /widget/api/session/{id}?exp=&sig=          the widget's figures, same signature
-    POST /api/widget-links                           (admin) mints a signed link
+    /widget/..., POST /api/widget-links              the embeddable widget and its signed links
+                                                     (`widget.py`)
 
-Pages carry no data: their scripts read the admin API with the cookie (see `auth.py`). The
-widget reads only its own endpoint, which answers for the one session its link names.
+Pages carry no data: their scripts read the admin API with the cookie (see `auth.py`), and
+write through it with the page's CSRF token. The widget reads only its own signed endpoint.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 from collections.abc import Callable
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, quote
 
-from cachetools import TTLCache
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from .. import reports
 from ..access import (
-    DEFAULT_LINK_SECONDS,
-    MAX_LINK_SECONDS,
     SESSION_COOKIE,
     SESSION_SECONDS,
     FailureLimiter,
@@ -41,60 +34,52 @@ from ..access import (
     header_dict,
     same_origin,
 )
+from ..budgets import DEFAULT_WARN_AT, PERIODS, SCOPES
 from ..errors import BadRequest
-from ..identity import clean_identity
+from ..identity import UserIds
 from ..pricing import PriceTable, money_text
-from ..storage.repository import Repository, Totals
+from ..storage.repository import Repository
 from ..types import Clock
-from ..web import JSONResponse, json_object
+from .headers import PAGE_HEADERS
 from .pages import STATIC, Pages, negotiate
+from .widget import Widget
 
 MAX_FORM_BYTES = 8192
-_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
-        "form-action 'self'; base-uri 'none'")
-PAGE_HEADERS = {  # the dashboard: never cached, never framed
-    "cache-control": "no-store", "vary": "Accept-Language, Cookie", "x-content-type-options": "nosniff",
-    "referrer-policy": "same-origin", "x-frame-options": "DENY",
-    "content-security-policy": f"{_CSP}; frame-ancestors 'none'",
-}
-WIDGET_HEADERS = {  # the widget: framed by the chat app; its URL (the signature) never sent on
-    "cache-control": "no-store", "vary": "Accept-Language", "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer", "content-security-policy": f"{_CSP}; frame-ancestors *",
-}
+NAVIGATION = ("overview", "sessions", "budgets")  # the header's links; "session" is under "sessions"
 
 
 class Dashboard:
     """The pages, sign-in, widget and widget links, bound to the usage data, the prices in
-    force, a clock, the admin token (None: nobody can sign in) and the sign-in failure limiter
-    the admin API shares."""
+    force, a clock, the admin token (None: nobody can sign in), the sign-in failure limiter
+    the admin API shares, and the proxy's user id hashing (widget links for a user)."""
 
     def __init__(self, *, repository: Repository, prices: Callable[[], PriceTable], clock: Clock,
-                 signer: Signer | None, limiter: FailureLimiter) -> None:
-        self.repository = repository
+                 signer: Signer | None, limiter: FailureLimiter, user_ids: UserIds | None = None) -> None:
         self.prices = prices
         self.clock = clock
         self.signer = signer
         self.limiter = limiter
         self.pages = Pages.load()
         self.assets = Assets.load(STATIC)
-        self._widget_cache: TTLCache[str, dict[str, Any]] = TTLCache(maxsize=4096, ttl=2)
+        self.widget = Widget(repository=repository, prices=prices, clock=clock, signer=signer, pages=self.pages,
+                             user_ids=user_ids or UserIds(secret=None))
 
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/dashboard", self.overview, methods=["GET"]),
             Route("/dashboard/sessions", self.sessions, methods=["GET"]),
             Route("/dashboard/sessions/{session_id:path}", self.session, methods=["GET"]),
+            Route("/dashboard/budgets", self.budgets, methods=["GET"]),
             Route("/dashboard/login", self.login, methods=["POST"]),
             Route("/dashboard/login", _to_dashboard, methods=["GET"]),
             Route("/dashboard/logout", self.logout, methods=["POST"]),
             Route("/dashboard/static/{name}", self.assets.serve, methods=["GET", "HEAD"]),
-            Route("/widget/session/{session_id:path}", self.widget, methods=["GET"]),
-            Route("/widget/api/session/{session_id:path}", self.widget_data, methods=["GET"]),
+            *self.widget.routes(),
         ]
 
     def admin_routes(self) -> list[BaseRoute]:
         """Routes for the admin API's mount (behind the admin token)."""
-        return [Route("/widget-links", self.widget_link, methods=["POST"])]
+        return self.widget.admin_routes()
 
     async def overview(self, request: Request) -> Response:
         return self._page(request, "overview")
@@ -106,6 +91,12 @@ class Dashboard:
         session_id = request.path_params["session_id"]
         return self._page(request, "session", config={"session_id": session_id},
                           values={"session_id": session_id})
+
+    async def budgets(self, request: Request) -> Response:
+        """The budgets page: its form offers every scope and period the budgets API takes."""
+        return self._page(request, "budgets", config={"scopes": SCOPES, "periods": PERIODS,
+                                                      "default_warn_at": money_text(DEFAULT_WARN_AT)},
+                          values={"currency": self.prices().currency})
 
     async def login(self, request: Request) -> Response:
         """Check the token from the form; on success set the cookie and go where the reader
@@ -138,51 +129,6 @@ class Dashboard:
                                secure=request.url.scheme == "https")
         return response
 
-    async def widget(self, request: Request) -> Response:
-        """The widget page, or 403 for a link that is tampered with, expired or for another session."""
-        session_id = request.path_params["session_id"]
-        language, locale = negotiate(request.headers.get("accept-language"))
-        if not self._widget_allowed(request, session_id):
-            body = self.pages.page("widget_denied", language=language, locale=locale, script=None, config={},
-                                   title=self.pages.strings[language]["widget_title"], body_class="widget")
-            return HTMLResponse(body, status_code=403, headers=WIDGET_HEADERS)
-        query = f"exp={request.query_params['exp']}&sig={request.query_params['sig']}"
-        config = {"session_id": session_id, "data_url": f"/widget/api/session/{quote(session_id, safe='')}?{query}",
-                  "expires": int(request.query_params["exp"])}
-        body = self.pages.page("widget", language=language, locale=locale, script="widget", config=config,
-                               title=self.pages.strings[language]["widget_title"], body_class="widget")
-        return HTMLResponse(body, headers=WIDGET_HEADERS)
-
-    async def widget_data(self, request: Request) -> Response:
-        """The session's totals and its user's daily figures for 30 days (the session's own when
-        it has no user), for a valid link only."""
-        session_id = request.path_params["session_id"]
-        if not self._widget_allowed(request, session_id):
-            return JSONResponse({"error": {"message": "this widget link is not valid or has expired",
-                                           "type": "invalid_request_error", "code": "invalid_widget_link",
-                                           "param": None}}, status_code=403, headers=WIDGET_HEADERS)
-        figures = self._widget_cache.get(session_id)
-        if figures is None:
-            figures = self._widget_cache[session_id] = await run_in_threadpool(self._widget_figures, session_id)
-        return JSONResponse(figures, headers=WIDGET_HEADERS)
-
-    async def widget_link(self, request: Request) -> Response:
-        """`POST /api/widget-links {"session_id", "ttl_seconds"?}` -> `{"url", "path", "expires_at"}`."""
-        body = json_object(await request.body(), ': {"session_id", "ttl_seconds"?}')
-        raw_id = body.get("session_id")
-        session_id = clean_identity(raw_id) if isinstance(raw_id, str) and "\x00" not in raw_id else None
-        if session_id is None:
-            raise BadRequest("session_id is required: the session's id, as the chat app sends it", param="session_id")
-        ttl = body.get("ttl_seconds", DEFAULT_LINK_SECONDS)
-        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= MAX_LINK_SECONDS:
-            raise BadRequest(f"ttl_seconds must be a whole number from 1 to {MAX_LINK_SECONDS}", param="ttl_seconds")
-        assert self.signer is not None  # the admin API is locked without a token
-        expires = int(self.clock().timestamp()) + ttl
-        signature = self.signer.widget_signature(session_id, expires)
-        path = f"/widget/session/{quote(session_id, safe='')}?exp={expires}&sig={signature}"
-        return JSONResponse({"url": f"{request.url.scheme}://{request.url.netloc}{path}", "path": path,
-                             "expires_at": dt.datetime.fromtimestamp(expires, dt.UTC)})
-
     def _page(self, request: Request, page: str, *, config: dict[str, Any] | None = None,
               values: dict[str, object] | None = None) -> Response:
         cookie = request.cookies.get(SESSION_COOKIE)
@@ -196,7 +142,7 @@ class Dashboard:
         config = {"page": page, "csrf": self.signer.csrf_token(cookie), "base_currency": table.currency,
                   "rates": currencies, **(config or {})}
         strings = self.pages.strings[language]
-        current = {f"nav_{name}": "page" if page.startswith(name[:7]) else "false" for name in ("overview", "sessions")}
+        current = {f"nav_{name}": "page" if page.startswith(name[:7]) else "false" for name in NAVIGATION}
         header = self.pages.fill("header", language, current)
         body = self.pages.page(page, language=language, locale=locale, title=strings[page], script=page,
                                config=config, values={**(values or {}), "header": header})
@@ -211,20 +157,6 @@ class Dashboard:
                                values={"next": next_path, "error": message, "error_hidden": "" if error else "hidden"})
         headers = {**PAGE_HEADERS, **({"retry-after": self.limiter.retry_after} if status == 429 else {})}
         return HTMLResponse(body, status_code=status, headers=headers)
-
-    def _widget_allowed(self, request: Request, session_id: str) -> bool:
-        return self.signer is not None and self.signer.valid_widget(
-            session_id, request.query_params.get("exp"), request.query_params.get("sig"), self.clock().timestamp())
-
-    def _widget_figures(self, session_id: str) -> dict[str, Any]:
-        table = self.prices()
-        totals, records = self.repository.session(session_id, limit=1)
-        user_id = records[0].user_id if records else None
-        trend = reports.usage_stats(self.repository, table, period="30d", now=self.clock(),
-                                    **({"user_id": user_id} if user_id else {"session_id": session_id}))
-        return {"session_id": session_id, "currency": table.currency,
-                "totals": reports.totals_json(totals or Totals(), Decimal(1)),
-                "trend": {"of": "user" if user_id else "session", "daily": trend["daily"]}}
 
 
 class Assets:

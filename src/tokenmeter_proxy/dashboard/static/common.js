@@ -16,6 +16,9 @@ const percent = new Intl.NumberFormat(locale, { style: "percent", maximumFractio
 const days = new Intl.DateTimeFormat(locale, { month: "short", day: "numeric", timeZone: "UTC" });
 const moments = new Intl.DateTimeFormat(locale, { dateStyle: "medium", timeStyle: "medium" });
 const clock = new Intl.DateTimeFormat(locale, { timeStyle: "medium" });
+const months = new Intl.DateTimeFormat(locale, { month: "long", year: "numeric", timeZone: "UTC" });
+const todayTimes = new Intl.DateTimeFormat(locale, { timeStyle: "short" });
+const recentTimes = new Intl.DateTimeFormat(locale, { month: "short", day: "numeric", hour: "numeric", minute: "2-digit" });
 const moneyFormats = new Map();
 
 export const fmt = {
@@ -25,6 +28,12 @@ export const fmt = {
   day: (iso) => days.format(new Date(`${iso}T00:00:00Z`)),
   moment: (iso) => moments.format(new Date(iso)),
   clock: (date) => clock.format(date),
+  month: (date) => months.format(date),
+  /** a moment of the last days, briefly: its time today, its day and time before */
+  recent(iso) {
+    const date = new Date(iso);
+    return (date.toDateString() === new Date().toDateString() ? todayTimes : recentTimes).format(date);
+  },
   money(amount, currency) {
     if (amount === null || amount === undefined) return "–";
     const small = Math.abs(amount) < 1 && amount !== 0;
@@ -67,9 +76,11 @@ export function currencySelector(onChange) {
 }
 
 export class ApiError extends Error {
-  constructor(status, message) {
+  /** `param`: the field the API names as at fault (its error's `param`), if any */
+  constructor(status, message, param = null) {
     super(message);
     this.status = status;
+    this.param = param;
   }
 }
 
@@ -88,7 +99,9 @@ export async function api(path, { method = "GET", body } = {}) {
     throw new ApiError(0, t("network_error"));
   }
   const data = await response.json().catch(() => null);
-  if (!response.ok) throw new ApiError(response.status, data?.error?.message || response.statusText);
+  if (!response.ok) {
+    throw new ApiError(response.status, data?.error?.message || response.statusText, data?.error?.param ?? null);
+  }
   return data;
 }
 

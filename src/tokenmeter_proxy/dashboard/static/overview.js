@@ -1,10 +1,13 @@
-// The overview: totals, the daily trend, cost by model and by provider, top sessions and users,
-// budgets and reconciliation for the chosen period (and provider, if one is chosen), refreshed
-// every 10 s without reloading the page.
-import { budgetView, defaultsView } from "./budgets.js";
-import { barChart, trendChart } from "./charts.js";
+// The overview: totals, the month-end projection, the daily trend, cost by model, by provider and
+// by tag, top sessions and users, budgets and reconciliation for the chosen period (and provider
+// and tag, if chosen), refreshed every 10 s without reloading the page.
+import { showBreakdown } from "./breakdown.js";
+import { budgetView, defaultsView } from "./budgetview.js";
+import { trendChart } from "./charts.js";
 import { api, currency, currencySelector, el, emptyNote, failed, fmt, refreshEvery, replace, setText, status, t,
          table } from "./common.js";
+import { showProjection } from "./projection.js";
+import { loadTagNames, showTagBreakdown, tagControls, tagParams, tags } from "./tagview.js";
 
 const PERIODS = ["24h", "7d", "30d", "90d"];
 const PROVIDER_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;  // as the API names providers
@@ -13,8 +16,9 @@ let period = PERIODS.includes(localStorage.getItem("tm-period")) ? localStorage.
 const stored = localStorage.getItem("tm-provider") ?? "";
 let provider = PROVIDER_NAME.test(stored) ? stored : "";
 let seen = [];  // the providers of the period (the unfiltered stats' by_provider): the filter's options
-let generation = 0;  // answers to an older load (another period, currency or provider) are dropped
+let generation = 0;  // answers to an older load (another period, currency, provider or tag) are dropped
 let firstShown = false;
+let tagNames = null;  // the tag names on recent requests, asked for once
 
 function showPeriodButtons() {
   for (const button of document.querySelectorAll("[data-period]")) {
@@ -59,8 +63,8 @@ function showTotals(stats) {
   setText("total-tokens", fmt.int(totals.total_tokens));
   setText("total-cost", fmt.money(totals.cost, stats.currency));
   for (const node of document.querySelectorAll("[data-total]")) node.dataset.value = String(totals[node.dataset.total]);
-  // "nothing recorded yet, here is how to start" is about the install, not about one provider
-  document.getElementById("empty").hidden = totals.requests > 0 || provider !== "";
+  // "nothing recorded yet, here is how to start" is about the install, not about one provider or tag
+  document.getElementById("empty").hidden = totals.requests > 0 || provider !== "" || tags.filter !== "";
   setText("empty-snippet", `OpenAI(base_url="${location.origin}/v1")`);
   document.getElementById("main").dataset.state = "ready";
   if (!firstShown) {
@@ -105,31 +109,6 @@ function showTrend(stats) {
                               fmt.int(day.output_tokens), fmt.money(day.cost, stats.currency)])));
 }
 
-/**
- * A cost breakdown panel: bars (in the API's order, biggest cost first) and a table with each
- * row's share of the total. `name` gives a row's label; `costText` its cost as the table shows it.
- */
-function showBreakdown(ids, rows, stats, { heading, label, name, barText, costText }) {
-  const chart = document.getElementById(ids.chart);
-  if (!rows.length) {
-    chart.replaceChildren(emptyNote(t("no_data_period")));
-    replace(ids.table);
-    return;
-  }
-  const money = (row) => fmt.money(row.cost, stats.currency);
-  const total = stats.totals.cost || 0;
-  barChart(chart, rows.map((row) => ({
-    label: name(row), value: row.cost, text: barText?.(row) ?? money(row),
-    title: `${name(row)}: ${money(row)}, ${fmt.int(row.requests)} ${t("requests")}` })),
-  { ariaLabel: heading });
-  replace(ids.table, table(
-    [{ label }, { label: t("requests"), numeric: true }, { label: t("input_tokens"), numeric: true },
-     { label: t("output_tokens"), numeric: true }, { label: t("cost"), numeric: true },
-     { label: t("share"), numeric: true }],
-    rows.map((row) => [name(row), fmt.int(row.requests), fmt.int(row.input_tokens), fmt.int(row.output_tokens),
-                       costText?.(row) ?? money(row), total > 0 ? fmt.percent(row.cost / total) : "–"])));
-}
-
 function showModels(stats, unpriced) {
   const key = (row) => row.model ?? "";
   showBreakdown({ chart: "model-chart", table: "model-table" }, stats.by_model, stats, {
@@ -164,7 +143,10 @@ function showBudgets(listing) {
   const ratio = (b) => Math.max(b.max_cost ? b.spent_cost / b.max_cost : 0, b.max_tokens ? b.spent_tokens / b.max_tokens : 0);
   const budgets = [...listing.budgets].sort((a, b) => ratio(b) - ratio(a));
   const shown = budgets.slice(0, 30).map(budgetView);
-  if (!budgets.length) shown.push(emptyNote(t("no_budgets")));
+  if (!budgets.length) {
+    shown.push(el("p", { class: "note" }, `${t("no_budgets")} `,
+                  el("a", { href: "/dashboard/budgets", text: t("no_budgets_link") })));
+  }
   if (budgets.length > 30) shown.push(emptyNote(t("more_budgets", { count: fmt.int(budgets.length - 30) })));
   replace("budgets", ...shown, defaultsView(listing.defaults) ?? "");
 }
@@ -189,18 +171,47 @@ function showReconciliation(report) {
   replace("reconciliation", totals, days);
 }
 
+/** The stats queries of the overview: the period and currency, and the filters chosen. */
+function queries() {
+  const everything = new URLSearchParams({ period, currency: currency.code });
+  const top = new URLSearchParams(everything);  // the top lists take a provider, not a tag
+  if (provider) top.set("provider", provider);
+  const narrowed = new URLSearchParams(top);
+  for (const [name, value] of tagParams()) narrowed.set(name, value);
+  const month = new URLSearchParams(narrowed);  // the projection needs every day of the month whole
+  month.set("period", "90d");
+  return { everything: `${everything}`, top: `${top}`, query: `${narrowed}`, month: `${month}` };
+}
+
+/** Reconciliation compares OpenAI's own figures with every metered OpenAI record: it has nothing
+ * to say about another provider, or about the requests of one tag. */
+function showReconciliationOf(stats, current) {
+  if ((provider && provider !== "openai") || tags.filter) {
+    document.getElementById("reconciliation-panel").hidden = true;
+    return null;
+  }
+  const first = stats.daily[0]?.date;
+  const last = stats.daily[stats.daily.length - 1]?.date;
+  return api(`/api/usage/reconciliation?start_date=${first}&end_date=${last}`)
+    .then((report) => current() && showReconciliation(report));
+}
+
 async function load() {
   const mine = ++generation;
-  const everything = `period=${period}&currency=${encodeURIComponent(currency.code)}`;
-  const query = provider ? `${everything}&provider=${encodeURIComponent(provider)}` : everything;
+  const { everything, top, query, month } = queries();
   const current = () => mine === generation;
   // the totals first, on their own: the rest is asked for once they are on screen
   const stats = api(`/api/usage/stats?${query}`);
   const after = (request) => stats.then(request, request);
-  // the filter offers every provider of the period: the unfiltered stats, which are these very
-  // stats unless a provider is chosen
-  const unfiltered = provider ? after(() => api(`/api/usage/stats?${everything}`)) : stats;
-  const models = after(() => api(`/api/usage/top?by=model&limit=100&${query}`));
+  // the provider filter offers every provider of the period: the unfiltered stats, which are these
+  // very stats unless a provider or a tag is chosen
+  const unfiltered = query !== everything ? after(() => api(`/api/usage/stats?${everything}`)) : stats;
+  const models = after(() => api(`/api/usage/top?by=model&limit=100&${top}`));
+  tagNames ??= after(loadTagNames).catch((error) => {
+    tagNames = null;  // asked again at the next refresh
+    throw error;
+  });
+  const byTag = () => (tags.name ? api(`/api/usage/stats?${query}&by_tag=${encodeURIComponent(tags.name)}`) : null);
   const parts = [
     models,
     stats.then(async (stats) => {
@@ -212,20 +223,13 @@ async function load() {
       showCallouts(stats, unpriced);
       showModels(stats, unpriced);
       showProviders(stats);
-      // reconciliation compares OpenAI's own figures with the metered OpenAI records alone:
-      // it has nothing to say about another provider
-      if (provider && provider !== "openai") {
-        document.getElementById("reconciliation-panel").hidden = true;
-        return;
-      }
-      const first = stats.daily[0]?.date;
-      const last = stats.daily[stats.daily.length - 1]?.date;
-      return api(`/api/usage/reconciliation?start_date=${first}&end_date=${last}`)
-        .then((report) => current() && showReconciliation(report));
+      return showReconciliationOf(stats, current);
     }),
-    after(() => api(`/api/usage/top?by=session&limit=10&${query}`)).then((page) => current() && showTop(
+    after(() => api(`/api/usage/stats?${month}`)).then((stats) => current() && showProjection(stats)),
+    tagNames.then(byTag).then((stats) => current() && showTagBreakdown(stats, applyTag)),
+    after(() => api(`/api/usage/top?by=session&limit=10&${top}`)).then((page) => current() && showTop(
       "top-sessions", page, (id) => `/dashboard/sessions/${encodeURIComponent(id)}`)),
-    after(() => api(`/api/usage/top?by=user&limit=10&${query}`)).then((page) => current() && showTop(
+    after(() => api(`/api/usage/top?by=user&limit=10&${top}`)).then((page) => current() && showTop(
       "top-users", page, (id) => `/dashboard/sessions?q=${encodeURIComponent(id)}`)),
     after(() => api("/api/budgets")).then((listing) => current() && showBudgets(listing)),
     unfiltered.then((all) => {
@@ -249,6 +253,7 @@ showProviderOptions();
 showProviderNote();
 document.getElementById("provider").addEventListener("change", (event) => chooseProvider(event.target.value));
 document.getElementById("provider-clear").addEventListener("click", () => chooseProvider(""));
+const applyTag = tagControls(() => refresh());
 for (const button of document.querySelectorAll("[data-period]")) {
   button.addEventListener("click", () => {
     period = button.dataset.period;

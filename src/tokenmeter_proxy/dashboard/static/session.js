@@ -1,6 +1,6 @@
 // One session: its totals, the budgets that apply to it, every request it made (newest first),
 // and a widget link for it; refreshed every 10 s.
-import { budgetView, defaultsView } from "./budgets.js";
+import { budgetView, defaultsView } from "./budgetview.js";
 import { api, ApiError, config, currency, currencySelector, el, emptyNote, failed, fmt, refreshEvery, replace,
          setText, status, t, table } from "./common.js";
 
@@ -43,9 +43,10 @@ function showRecords(records, totals) {
 function showBudgets(listing, records) {
   const users = new Set(records.map((r) => r.user_id).filter(Boolean));
   const keys = new Set(records.map((r) => r.api_key_id).filter(Boolean));
+  const tags = new Set(records.flatMap((r) => Object.entries(r.tags ?? {}).map(([name, value]) => `${name}:${value}`)));
   const applying = listing.budgets.filter((b) => b.scope === "global"
     || (b.scope === "session" && b.subject === id) || (b.scope === "user" && users.has(b.subject))
-    || (b.scope === "key" && keys.has(b.subject)));
+    || (b.scope === "key" && keys.has(b.subject)) || (b.scope === "tag" && tags.has(b.subject)));
   const shown = applying.map(budgetView);
   if (!applying.length) shown.push(emptyNote(t("no_budgets_session")));
   replace("budgets", ...shown, defaultsView(listing.defaults) ?? "");

@@ -1,5 +1,6 @@
-// Sessions, newest first, 50 to a page, searchable by session id prefix or user id; the search
-// and the page are kept in the address (shareable), the numbers refreshed every 10 s.
+// Sessions, newest first, 50 to a page, searchable by session id prefix or user id, each with its
+// provider mix (its cost per provider, from the sessions API); the search and the page are kept
+// in the address (shareable), the numbers refreshed every 10 s.
 import { api, currency, currencySelector, el, emptyNote, failed, fmt, refreshEvery, replace, setText, status, t,
          table } from "./common.js";
 
@@ -16,6 +17,35 @@ function remember() {
   history.replaceState(null, "", query.size ? `?${query}` : location.pathname);
 }
 
+const KNOWN = ["openai", "anthropic", "google"];  // each provider keeps its colour on every row
+const shown = 2;  // providers named in the text; the rest are counted (all are in its title)
+
+function colour(provider) {
+  const known = KNOWN.indexOf(provider);
+  return known >= 0 ? known : 3;
+}
+
+function percent(share) {
+  return share > 0 && share < 0.005 ? `<${fmt.percent(0.01)}` : fmt.percent(share);
+}
+
+/** "openai 70% · anthropic 30%": each provider's share of the session's cost (of its requests
+ * when nothing in it has a price), biggest first, with a bar of the same shares beside it. */
+function providerMix(providers) {
+  if (!providers?.length) return "–";
+  const cost = providers.reduce((sum, row) => sum + row.cost, 0);
+  const requests = providers.reduce((sum, row) => sum + row.requests, 0);
+  const share = (row) => (cost > 0 ? row.cost / cost : row.requests / requests);
+  const named = providers.map((row) => `${row.provider} ${percent(share(row))}`);
+  const text = named.slice(0, shown).join(" · ") + (named.length > shown ? ` · +${named.length - shown}` : "");
+  const bar = el("span", { class: "mix-bar", "aria-hidden": "true" }, ...providers.map((row) => {
+    const part = el("span", { class: `mix-${colour(row.provider)}` });
+    part.style.width = `${(share(row) * 100).toFixed(1)}%`;
+    return part;
+  }));
+  return el("span", { class: "mix", title: named.join(" · ") }, bar, el("span", { class: "mix-text", text }));
+}
+
 function show(listing) {
   const first = page * PAGE;
   if (!listing.sessions.length) {
@@ -23,12 +53,14 @@ function show(listing) {
   } else {
     replace("sessions", table(
       [{ label: t("session") }, { label: t("first_seen") }, { label: t("last_seen") },
-       { label: t("requests"), numeric: true }, { label: t("tokens"), numeric: true }, { label: t("cost"), numeric: true }],
+       { label: t("requests"), numeric: true }, { label: t("tokens"), numeric: true }, { label: t("cost"), numeric: true },
+       { label: t("provider_mix") }],
       listing.sessions.map((session) => [
         el("a", { href: `/dashboard/sessions/${encodeURIComponent(session.session_id)}`, text: session.session_id,
                   class: "ident" }),
         fmt.moment(session.first_seen), fmt.moment(session.last_seen), fmt.int(session.requests),
-        fmt.int(session.input_tokens + session.output_tokens), currency.show(session.cost)])));
+        fmt.int(session.input_tokens + session.output_tokens), currency.show(session.cost),
+        providerMix(session.providers)])));
   }
   setText("page-info", listing.total ? t("page_info", {
     first: fmt.int(first + 1), last: fmt.int(first + listing.sessions.length), total: fmt.int(listing.total) }) : "");
