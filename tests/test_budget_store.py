@@ -1,5 +1,6 @@
-"""The budget store against a real database: check-and-reserve racing the writer, reservations
-across midnight, and spend that outlives pruned records."""
+"""The budget store against a real database: leases granted while the writer settles them,
+how much a lease grants, leases spent past zero, leases across midnight, and spend that
+outlives pruned records."""
 
 from __future__ import annotations
 
@@ -10,16 +11,16 @@ from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import func, select
 
-from tokenmeter_proxy.budgets import Applied, Budget, Decision, Estimate, Standing, judge
-from tokenmeter_proxy.storage.budget_store import BudgetStore
+from tokenmeter_proxy.budgets import Applied, Budget, Grant, LeaseRequest, e10
+from tokenmeter_proxy.storage.budget_store import BudgetStore, settle
 from tokenmeter_proxy.storage.engine import engine_from_url
 from tokenmeter_proxy.storage.maintenance import prune
-from tokenmeter_proxy.storage.repository import Repository
+from tokenmeter_proxy.storage.repository import Repository, reservations_table
 from tokenmeter_proxy.types import Usage, UsageRecord
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
-ONE = Estimate(cost=Decimal(1), tokens=1)
 
 
 @pytest.fixture
@@ -36,12 +37,21 @@ def spent(user: str, request_id: str, moment: dt.datetime, cost: str = "1") -> U
                        latency_ms=0)
 
 
-def test_a_request_is_always_reserved_or_recorded_while_the_writer_races_the_check(
+def lease(store: BudgetStore, budget: Budget, *, need: int, want: int, now: dt.datetime = NOW,
+          lease_id: str = "lease-a") -> Grant:
+    return store.lease(LeaseRequest(lease_id=lease_id, scope=budget.scope, subject=budget.subject or "*",
+                                    budgets=(budget,), need=(need, 0), want=(want, 0)),
+                       now=now, expires_at=now + dt.timedelta(seconds=30))
+
+
+def test_every_lease_sees_each_earlier_grant_once_while_the_writer_settles_them(
         stores: tuple[BudgetStore, Repository]) -> None:
-    """The writer stores records (adding spend, dropping reservations) while checks run: each
-    check must see every earlier request exactly once, as spend or as a reservation."""
+    """The writer stores records (adding spend, taking their cost from the lease) while leases
+    are granted: each must see every earlier grant exactly once, as spend or as the lease."""
     store, repository = stores
-    applied = [Applied(Budget("user", "u", "total", max_cost=Decimal(10**6)), "u")]
+    budget = Budget("user", "u", "total", max_cost=Decimal(10**6))
+    repository.on_store = lambda connection, values: settle(
+        connection, "lease-a", [("user", "u", e10(Decimal(1)), 1) for _ in values])
     todo: queue.Queue[str | None] = queue.Queue()
 
     def writer() -> None:
@@ -52,14 +62,10 @@ def test_a_request_is_always_reserved_or_recorded_while_the_writer_races_the_che
     for thread in writers:
         thread.start()
     seen: list[Decimal] = []
-
-    def decide(standings: list[Standing]) -> Decision:
-        seen.append(standings[0].spent_cost + standings[0].reserved_cost)
-        return judge(standings, ONE, now=NOW, currency="USD")
-
     try:
-        for n in range(600):
-            store.reserve(f"r{n:06d}", applied, ONE, now=NOW, expires_at=NOW + dt.timedelta(hours=1), judge=decide)
+        for n in range(300):
+            [standing] = lease(store, budget, need=e10(Decimal(1)), want=e10(Decimal(1))).standings
+            seen.append(standing.spent_cost + standing.reserved_cost)
             todo.put(f"r{n:06d}")
     finally:
         for _ in writers:
@@ -69,16 +75,39 @@ def test_a_request_is_always_reserved_or_recorded_while_the_writer_races_the_che
     assert [n for n, used in enumerate(seen) if used != n] == []
 
 
-def test_a_reservation_made_before_midnight_still_counts_after_it(stores: tuple[BudgetStore, Repository]) -> None:
+def test_a_lease_grants_what_is_needed_and_beyond_it_half_the_room_left(
+        stores: tuple[BudgetStore, Repository]) -> None:
     store, _ = stores
-    applied = [Applied(Budget("user", "u", "day", max_cost=Decimal("1.5")), "u")]
+    budget = Budget("session", "s", "day", max_cost=Decimal(10))
+    assert lease(store, budget, need=e10(Decimal(1)), want=e10(Decimal(8))).cost_e10 == e10(Decimal(5))
+    assert lease(store, budget, need=e10(Decimal(1)), want=e10(Decimal(8)), lease_id="lease-b").cost_e10 == e10(
+        Decimal("2.5"))  # half of the 5 left
+    last = lease(store, budget, need=e10(Decimal(3)), want=e10(Decimal(3)), lease_id="lease-b")
+    assert last.cost_e10 == 0 and last.standings[0].reserved_cost == Decimal("7.5")  # 2.5 left: not enough
+    assert lease(store, budget, need=e10(Decimal("2.5")), want=e10(Decimal(9))).cost_e10 == e10(Decimal("2.5"))
+
+
+def test_a_lease_spent_past_zero_reserves_nothing_and_dropping_it_removes_it(
+        stores: tuple[BudgetStore, Repository]) -> None:
+    store, repository = stores
+    budget = Budget("user", "u", "day", max_cost=Decimal(10))
+    lease(store, budget, need=e10(Decimal(1)), want=e10(Decimal(1)))
+    with repository.engine.begin() as connection:
+        settle(connection, "lease-a", [("user", "u", e10(Decimal(3)), 0)])  # a record cost 3 on a lease of 1
+    assert store.standings([Applied(budget, "u")], now=NOW)[0].reserved_cost == 0
+    store.shrink("lease-a", [], dropped=[("user", "u")], expires_at=NOW)
+    with repository.engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(reservations_table)).scalar_one() == 0
+
+
+def test_a_lease_taken_before_midnight_still_counts_after_it(stores: tuple[BudgetStore, Repository]) -> None:
+    store, _ = stores
+    budget = Budget("user", "u", "day", max_cost=Decimal("1.5"))
     late = dt.datetime(2026, 11, 25, 23, 59, 59, tzinfo=dt.UTC)
-    decide = lambda moment: lambda standings: judge(standings, ONE, now=moment, currency="USD")  # noqa: E731
-    assert store.reserve("a", applied, ONE, now=late, expires_at=late + dt.timedelta(hours=1),
-                         judge=decide(late)).admitted
+    assert lease(store, budget, need=e10(Decimal(1)), want=e10(Decimal(1)), now=late).cost_e10
     after = late + dt.timedelta(seconds=2)  # the first request is still running; its record will land today
-    assert not store.reserve("b", applied, ONE, now=after, expires_at=after + dt.timedelta(hours=1),
-                             judge=decide(after)).admitted
+    assert not lease(store, budget, need=e10(Decimal(1)), want=e10(Decimal(1)), now=after,
+                     lease_id="lease-b").cost_e10
 
 
 def test_pruning_old_records_does_not_reopen_a_total_budget(stores: tuple[BudgetStore, Repository]) -> None:

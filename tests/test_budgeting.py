@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import admin_headers, proxy_client
+from conftest import admin_headers, proxy_client, wait_for
 from fake_upstream import FakeUpstream
 from tokenmeter_proxy.app import create_app
 from tokenmeter_proxy.config import Settings
@@ -115,7 +115,15 @@ async def test_the_real_usage_replaces_the_reservation(proxy: httpx.AsyncClient)
     await put_budget(proxy, scope="session", subject="s-r", period="day", max_cost=1)
     await ask(proxy, max_tokens=4000, **{"x-session-id": "s-r"})
     [budget] = (await proxy.get("/api/budgets", headers=admin_headers())).json()["budgets"]
-    assert (budget["spent_cost"], budget["reserved_cost"], budget["spent_tokens"]) == (0.0025, 0, 1000)
+    # the request's 0.0025 is spent at once; what the process still holds of its lease is reserved
+    assert (budget["spent_cost"], budget["spent_tokens"]) == (0.0025, 1000) and budget["reserved_cost"] > 0
+
+    async def settled() -> Any:
+        [budget] = (await proxy.get("/api/budgets", headers=admin_headers())).json()["budgets"]
+        return budget if budget["reserved_cost"] == 0 else None
+
+    budget = await wait_for(settled, timeout=3)  # an idle lease goes back within a second or two
+    assert budget and (budget["spent_cost"], budget["reserved_cost"], budget["spent_tokens"]) == (0.0025, 0, 1000)
     assert budget["remaining_cost"] == 0.9975 and budget["resets_at"] == "2026-11-26T00:00:00Z"
 
 
@@ -220,3 +228,30 @@ async def test_no_budget_means_no_database_round_trip(settings: Settings, fake_u
 
 def _key_id() -> str:
     return hashlib.sha256(b"sk-budget").hexdigest()[:16]
+
+
+async def test_a_tag_budget_limits_the_requests_carrying_that_tag_only(proxy: httpx.AsyncClient) -> None:
+    assert (await put_budget(proxy, scope="tag", subject="team:search", period="day",
+                             max_cost=0.0025)).status_code == 201
+    search = {"x-tokenmeter-tags": "feature=summarize, team=search"}
+    assert (await ask(proxy, **search)).status_code == 200  # 0.0025 spent
+    refused = await ask(proxy, **search)
+    assert refused.status_code == 429 and "tag team:search (day)" in refused.json()["error"]["message"]
+    assert (await ask(proxy, **{"x-tokenmeter-tags": "team=ads"})).status_code == 200
+    assert (await ask(proxy)).status_code == 200
+    bad = await put_budget(proxy, scope="tag", subject="team", period="day", max_cost=1)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "subject"
+
+
+async def test_every_budget_says_when_it_will_run_out_at_the_recent_rate(proxy: httpx.AsyncClient,
+                                                                         clock: Clock) -> None:
+    await put_budget(proxy, scope="session", subject="s-f", period="month", max_cost=0.0075)
+    await put_budget(proxy, scope="session", subject="s-idle", period="month", max_cost=1)
+    for _ in range(2):
+        assert (await ask(proxy, **{"x-session-id": "s-f"})).status_code == 200  # 0.0025 each
+    listed = {item["subject"]: item for item in (await proxy.get("/api/budgets", headers=admin_headers())
+                                                 ).json()["budgets"]}
+    # 0.005 spent in the window of 7 days and 23 hours: the 0.0025 left takes ~96 hours, within November
+    at = dt.datetime.fromisoformat(listed["s-f"]["forecast_exhausted_at"].replace("Z", "+00:00"))
+    assert clock.now + dt.timedelta(hours=95) < at < clock.now + dt.timedelta(hours=96)
+    assert listed["s-idle"]["forecast_exhausted_at"] is None

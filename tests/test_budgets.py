@@ -12,11 +12,16 @@ from tokenmeter_proxy.budgets import (
     Budget,
     Estimate,
     Identity,
+    Recent,
     Standing,
     applicable,
+    e10,
+    forecast_exhausted_at,
+    grant,
     judge,
     parse_budget,
     period_start,
+    recent_since,
     resets_at,
 )
 from tokenmeter_proxy.errors import BadRequest
@@ -128,3 +133,42 @@ def test_a_good_budget_parses_exactly() -> None:
     assert (budget.subject, budget.max_cost, budget.warn_at) == ("*", Decimal("0.1"), Decimal("0.5"))
     default = parse_budget({"scope": "session", "period": "day", "max_cost": 1}, default=True)
     assert default.subject is None and default.warn_at == Decimal("0.8")
+
+
+def test_a_tags_budgets_apply_to_requests_carrying_that_tag() -> None:
+    search = Budget("tag", "team:search", "day", max_cost=Decimal(1), id=3)
+    identity = Identity(session_id="s-1", tags={"team": "search", "feature": "summarize"})
+    assert [item.subject for item in applicable({("tag", "team:search"): [search]}, [], identity)] == ["team:search"]
+    assert applicable({("tag", "team:search"): [search]}, [], Identity(tags={"team": "ads"})) == []
+
+
+MONTH = Budget(scope="global", subject="*", period="month", max_cost=Decimal(100), max_tokens=10**9, id=2)
+
+
+def test_the_forecast_is_when_the_recent_rate_reaches_the_limit_within_the_period() -> None:
+    window = (NOW - recent_since(NOW)).total_seconds()  # 7 days and today's 18.5 hours
+    recent = Recent(cost=Decimal(window) / Decimal(3600) * Decimal(2))  # 2 per hour
+    at = forecast_exhausted_at(standing(MONTH, spent="60"), recent, now=NOW)
+    assert at == NOW + dt.timedelta(hours=20)  # 40 left at 2 an hour
+    slow = Recent(cost=Decimal(window) / Decimal(3600) / Decimal(10))  # 0.1 an hour: 400 h, past the 30th
+    assert forecast_exhausted_at(standing(MONTH, spent="60"), slow, now=NOW) is None
+
+
+def test_no_forecast_without_recent_spend_once_exhausted_or_for_a_total_budget() -> None:
+    busy = Recent(cost=Decimal(1000), tokens=0)
+    assert forecast_exhausted_at(standing(MONTH, spent="10"), Recent(), now=NOW) is None
+    assert forecast_exhausted_at(standing(MONTH, spent="100"), busy, now=NOW) is None
+    forever = Budget("global", "*", "total", max_cost=Decimal(100), id=4)
+    assert forecast_exhausted_at(standing(forever, spent="10"), busy, now=NOW) is not None  # a total has no end
+    tokens = Budget("global", "*", "month", max_tokens=1_000_000, id=5)
+    assert forecast_exhausted_at(standing(tokens, tokens=999_000), Recent(tokens=10**6), now=NOW) is not None
+
+
+def test_a_lease_grants_at_least_what_is_needed_and_beyond_it_half_the_room() -> None:
+    ten = Budget("session", "s-1", "day", max_cost=Decimal(10), max_tokens=1000, id=6)
+    room = standing(ten, spent="4", reserved="2", tokens=100)  # 4 of cost left, 900 tokens
+    assert grant([room], need=(e10(Decimal(1)), 10), want=(e10(Decimal(3)), 800)) == (e10(Decimal(2)), 450)
+    assert grant([room], need=(e10(Decimal(3)), 10), want=(e10(Decimal(3)), 20)) == (e10(Decimal(3)), 20)
+    assert grant([room], need=(e10(Decimal(5)), 10), want=(e10(Decimal(9)), 20)) == (0, 0)  # not enough room
+    cost_only = Budget("session", "s-1", "month", max_cost=Decimal(10), id=7)
+    assert grant([standing(cost_only)], need=(e10(Decimal(1)), 5), want=(e10(Decimal(2)), 50)) == (e10(Decimal(2)), 5)

@@ -1,6 +1,8 @@
-"""Admission control: before a metered request is forwarded, reserve its estimate against every
+"""Admission control: before a metered request is forwarded, hold its estimate against every
 budget that applies, or refuse it. The budget table is cached in memory and refreshed each
-second, so a request no budget applies to costs no database round trip."""
+second (and at once when any process changes one), so a request no budget applies to costs
+nothing; one that a budget applies to is admitted in memory against this process's lease of
+the budget's allowance (leases.py), so it costs no database round trip either, as a rule."""
 
 from __future__ import annotations
 
@@ -16,13 +18,25 @@ from typing import Any
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from .budgets import Applied, Budget, Decision, Estimate, Identity, applicable, budget_status, judge
+from .alerts import BUDGET_EXHAUSTED, BUDGET_WARNING, Alert, AlertSink, budget_key
+from .budgets import (
+    Applied,
+    Budget,
+    Decision,
+    Estimate,
+    Identity,
+    Standing,
+    applicable,
+    budget_status,
+    period_start,
+)
 from .catalog import Catalog, price
+from .leases import Leases
 from .metering import INLINE_COUNT_BYTES, Exchange
 from .metrics import Metrics
 from .pricing import PriceTable
 from .storage.budget_store import BudgetStore
-from .types import Clock, Usage
+from .types import Clock, Usage, UsageRecord
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +48,8 @@ _UNCHECKED = Decision(admitted=False, refusals=["budgets cannot be checked right
                       retry_after=5)
 COST_QUANTUM = Decimal("1e-10")
 PURGE_EVERY = 60  # refreshes between purges of expired reservations
+WARNING_SWEEP_EVERY = 60  # rounds between warning checks of every budget, not just those in use
+STANDINGS_PER_READ = 200
 
 
 class BudgetGate:
@@ -41,27 +57,32 @@ class BudgetGate:
 
     def __init__(
         self, store: BudgetStore, *, prices: Callable[[], PriceTable], clock: Clock, defaults: list[Budget],
-        allow_unpriced: bool = False, fail_open: bool = True, reservation_seconds: float = 900.0,
-        metrics: Metrics | None = None, catalog: Catalog | None = None,
+        allow_unpriced: bool = False, fail_open: bool = True, metrics: Metrics | None = None,
+        catalog: Catalog | None = None, alerts: AlertSink | None = None, lease_seconds: float = 30.0,
     ) -> None:
         self.store = store
+        self.leases = Leases(store, clock=clock, lease_seconds=lease_seconds)
+        self.alerts = alerts
         self.catalog = catalog
         self.prices = prices
         self.clock = clock
         self.defaults = defaults
         self.allow_unpriced = allow_unpriced
         self.fail_open = fail_open
-        self.reservation_seconds = reservation_seconds
         self.metrics = metrics
         self._explicit: dict[tuple[str, str], list[Budget]] = {}
         self._pending_refresh: asyncio.Future[None] | None = None
         self._refreshes_started = 0
         self._refresh_applied = 0
+        self._touches = 0
+        self._touched: dict[int, int] = {}  # budget id -> the admission that last touched it
+        self._warned: set[str] = set()  # keys of the warnings raised
+        self._versions: dict[int, dt.datetime | None] = {}  # budget id -> the version last checked
 
     async def admit(self, exchange: Exchange) -> Decision | None:
         """None when no budget applies; otherwise the decision, with the estimate reserved if admitted."""
         identity = Identity(session_id=exchange.session_id, user_id=exchange.user_id,
-                            api_key_id=exchange.api_key_id)
+                            api_key_id=exchange.api_key_id, tags=exchange.tags)
         applied = applicable(self._explicit, self.defaults, identity)
         if not applied:
             return None
@@ -71,12 +92,9 @@ class BudgetGate:
         else:  # a big prompt takes milliseconds to count: off the event loop
             estimate = await asyncio.to_thread(_estimate, exchange, table, self.catalog)
         now = self.clock()
-        decide = functools.partial(judge, estimate=estimate, now=now, currency=table.currency,
-                                   allow_unpriced=self.allow_unpriced)
         try:
-            decision: Decision = await asyncio.to_thread(
-                self.store.reserve, exchange.id, applied, estimate, now=now,
-                expires_at=now + dt.timedelta(seconds=self.reservation_seconds), judge=decide)
+            decision = await self.leases.admit(exchange.id, applied, estimate, currency=table.currency,
+                                               allow_unpriced=self.allow_unpriced)
         except (OperationalError, InterfaceError) as exc:  # unreachable: the configured failure mode decides
             log.error("budget check for request %s failed (%s); %s", exchange.id, exc,
                       "admitting it (fail open)" if self.fail_open else "refusing it (fail closed)")
@@ -89,7 +107,76 @@ class BudgetGate:
         if not decision.admitted and self.metrics is not None:
             for scope in decision.refused_scopes:
                 self.metrics.budget_refusals.labels(scope).inc()
+        if self.alerts is not None:
+            self._note(applied, decision, now)
         return decision
+
+    def settled(self, exchange: Exchange, record: UsageRecord | None) -> None:
+        """What an admitted request really cost (None: no record was made): it settles its lease."""
+        if record is None:
+            self.leases.settled(exchange.id, None, 0)
+        else:
+            self.leases.settled(exchange.id, record.cost, record.usage.total_tokens)
+
+    def _note(self, applied: list[Applied], decision: Decision, now: dt.datetime) -> None:
+        """Alerts from a decision: a refusal exhausts its budgets (the data read later, off the
+        request's path); an admission makes its budgets worth a warning check until it settles.
+        Default budgets from configuration have no id and raise no alerts."""
+        assert self.alerts is not None
+        if decision.admitted:
+            self._touches += 1
+            self._touched.update((item.budget.id, self._touches) for item in applied if item.budget.id is not None)
+            return
+        for budget in decision.exhausted:
+            if budget.id is not None:
+                self.alerts.emit(Alert(BUDGET_EXHAUSTED, functools.partial(self.status, budget),
+                                       key=_alert_key(BUDGET_EXHAUSTED, budget, now)))
+
+    async def watch_warnings(self) -> None:
+        """Until cancelled, each second: raise `budget.warning` for every budget whose settled spend
+        reached `warn_at` of a limit. Checked: a budget new or replaced since the last check, those
+        admissions touched until nothing of theirs is in flight any more, and every budget once a
+        minute (for spend reported through the API)."""
+        rounds = 0
+        while True:
+            await asyncio.sleep(REFRESH_SECONDS)
+            try:
+                await self._check_warnings(sweep=rounds % WARNING_SWEEP_EVERY == 0)
+            except Exception as exc:  # the database may be down; try again next round
+                log.error("checking budgets for warnings failed: %s", exc)
+            rounds += 1
+
+    async def _check_warnings(self, *, sweep: bool) -> None:
+        stored = {budget.id: budget for group in self._explicit.values() for budget in group if budget.id is not None}
+        now, stamp = self.clock(), self._touches
+        due = [budget for budget_id, budget in stored.items()
+               if (sweep or budget_id in self._touched or budget_id not in self._versions
+                   or self._versions[budget_id] != budget.updated_at)
+               and _alert_key(BUDGET_WARNING, budget, now) not in self._warned]
+        if len(self._warned) > 100_000:  # the outbox's key still holds each warning to once
+            self._warned.clear()
+        checked = {budget.id for budget in due}  # a deleted or already warned budget is touched in vain
+        self._touched = {budget_id: touch for budget_id, touch in self._touched.items() if budget_id in checked}
+        standings = await asyncio.to_thread(self._standings, due, now) if due else []
+        self._versions = {budget_id: budget.updated_at for budget_id, budget in stored.items()}
+        for standing in standings:
+            budget = standing.applied.budget
+            if _warning_reached(standing):
+                key = _alert_key(BUDGET_WARNING, budget, now)
+                self._warned.add(key)
+                assert self.alerts is not None
+                self.alerts.emit(Alert(BUDGET_WARNING, functools.partial(self.status, budget), key=key))
+            budget_id = budget.id or 0  # a stored budget always has one
+            untouched_since = self._touched.get(budget_id, stamp + 1) <= stamp
+            if untouched_since and not standing.reserved_cost and not standing.reserved_tokens:
+                del self._touched[budget_id]  # nothing of its in flight: all its spend has settled
+
+    def _standings(self, budgets: list[Budget], now: dt.datetime) -> list[Standing]:
+        found: list[Standing] = []
+        for start in range(0, len(budgets), STANDINGS_PER_READ):
+            chunk = budgets[start:start + STANDINGS_PER_READ]
+            found += self.store.standings([Applied(budget, budget.subject or "*") for budget in chunk], now=now)
+        return found
 
     async def load(self) -> None:
         """Load the budgets before the first request; with the database down, start without them
@@ -111,6 +198,7 @@ class BudgetGate:
         for budget in budgets:
             explicit[(budget.scope, budget.subject or "*")].append(budget)
         self._explicit = dict(explicit)
+        self.leases.changed(budgets)
 
     async def watch(self) -> None:
         """Keep the cached budgets current until cancelled: at once when any process announces a
@@ -146,8 +234,24 @@ class BudgetGate:
     def status(self, budget: Budget) -> dict[str, Any]:
         """A budget with where it stands now, as `GET /api/budgets` shows it."""
         now = self.clock()
-        [standing] = self.store.standings([Applied(budget, budget.subject or "*")], now=now)
-        return budget_status(standing, now=now, currency=self.prices().currency)
+        applied = [Applied(budget, budget.subject or "*")]
+        [standing], [recent] = self.store.standings(applied, now=now), self.store.recent(applied, now=now)
+        return budget_status(standing, now=now, currency=self.prices().currency, recent=recent)
+
+
+def _alert_key(type_: str, budget: Budget, now: dt.datetime) -> str:
+    return budget_key(type_, budget_id=budget.id or 0, version=budget.updated_at,
+                      period_start=period_start(budget.period, now))
+
+
+def _warning_reached(standing: Standing) -> bool:
+    """Whether settled spend (reservations aside) reached `warn_at` of a limit above zero."""
+    budget = standing.applied.budget
+    by_cost = (budget.max_cost is not None and budget.max_cost > 0 and standing.spent_cost > 0
+               and standing.spent_cost >= budget.warn_at * budget.max_cost)
+    by_tokens = (budget.max_tokens is not None and budget.max_tokens > 0 and standing.spent_tokens > 0
+                 and standing.spent_tokens >= budget.warn_at * budget.max_tokens)
+    return by_cost or by_tokens
 
 
 def _estimate(exchange: Exchange, table: PriceTable, catalog: Catalog | None) -> Estimate:

@@ -1,8 +1,9 @@
 """Budget arithmetic and decisions (no I/O): which budgets apply to a request, when periods
 start and reset, and whether spent + reserved + this request's estimate stays within limits.
 
-A budget caps what a session, a user, an API key (by its `api_key_id`) or everyone (`global`,
-subject "*") may spend per UTC day, UTC month or in total, in cost and/or in tokens.
+A budget caps what a session, a user, an API key (by its `api_key_id`), a tag (`name:value`, of
+X-TokenMeter-Tags) or everyone (`global`, subject "*") may spend per UTC day, UTC month or in
+total, in cost and/or in tokens.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any
 
 from .errors import BadRequest
 from .pricing import money_text
+from .tags import tag_filter
 
-SCOPES = ("session", "user", "key", "global")
+SCOPES = ("session", "user", "key", "global", "tag")
 PERIODS = ("day", "month", "total")
 DEFAULT_WARN_AT = Decimal("0.8")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -35,6 +37,8 @@ class Budget:
     max_tokens: int | None = None
     warn_at: Decimal = DEFAULT_WARN_AT
     id: int | None = None
+    # when it was last set (None: not stored); alerts are once per budget *as set*, so replacing re-arms them
+    updated_at: dt.datetime | None = field(default=None, compare=False)
 
     def name(self, subject: str | None = None) -> str:
         """How refusals and warnings name the budget: `session s-1 (day)`."""
@@ -44,14 +48,19 @@ class Budget:
 
 @dataclass(frozen=True)
 class Identity:
-    """Who a request is for: the subjects budgets can name."""
+    """Who a request is for, and what for: the subjects budgets can name."""
 
     session_id: str | None = None
     user_id: str | None = None
     api_key_id: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
 
-    def subject(self, scope: str) -> str | None:
-        return {"session": self.session_id, "user": self.user_id, "key": self.api_key_id, "global": "*"}[scope]
+    def subjects(self, scope: str) -> list[str]:
+        """The request's subjects of a scope: one or none, and for `tag` one per tag (`name:value`)."""
+        if scope == "tag":
+            return [f"{name}:{value}" for name, value in self.tags.items()]
+        subject = {"session": self.session_id, "user": self.user_id, "key": self.api_key_id, "global": "*"}[scope]
+        return [] if subject is None else [subject]
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,7 @@ class Decision:
     remaining_cost: Decimal | None = None
     remaining_tokens: int | None = None
     warnings: list[str] = field(default_factory=list)
+    exhausted: list[Budget] = field(default_factory=list)  # refused because spent + reserved reached a limit
 
 
 def applicable(explicit: Mapping[tuple[str, str], list[Budget]], defaults: Iterable[Budget],
@@ -101,14 +111,12 @@ def applicable(explicit: Mapping[tuple[str, str], list[Budget]], defaults: Itera
     period it has no budget of its own, the default from configuration."""
     found: list[Applied] = []
     for scope in SCOPES:
-        subject = identity.subject(scope)
-        if subject is None:
-            continue
-        own = explicit.get((scope, subject), [])
-        found += [Applied(budget, subject) for budget in own]
-        covered = {budget.period for budget in own}
-        found += [Applied(budget, subject) for budget in defaults
-                  if budget.scope == scope and budget.period not in covered]
+        for subject in identity.subjects(scope):
+            own = explicit.get((scope, subject), [])
+            found += [Applied(budget, subject) for budget in own]
+            covered = {budget.period for budget in own}
+            found += [Applied(budget, subject) for budget in defaults
+                      if budget.scope == scope and budget.period not in covered]
     return found
 
 
@@ -138,6 +146,7 @@ def judge(standings: list[Standing], estimate: Estimate, *, now: dt.datetime, cu
     unless `allow_unpriced`, and never counted as free."""
     refusals: list[str] = []
     refusing: list[Budget] = []
+    exhausted: list[Budget] = []
     remaining_cost: Decimal | None = None
     remaining_tokens: int | None = None
     warnings: list[str] = []
@@ -155,9 +164,9 @@ def judge(standings: list[Standing], estimate: Estimate, *, now: dt.datetime, cu
                                 f"or reserved of its {money_text(budget.max_cost)} {currency} limit; this request "
                                 f"needs up to {money_text(estimate.cost or Decimal(0))} {currency} more")
                 refusing.append(budget)
-            else:
-                left = budget.max_cost - used_cost - (estimate.cost or 0)
-                remaining_cost = left if remaining_cost is None else min(remaining_cost, left)
+                exhausted.append(budget)
+            left = budget.max_cost - used_cost - (estimate.cost or 0)
+            remaining_cost = left if remaining_cost is None else min(remaining_cost, left)
             if used_cost >= budget.warn_at * budget.max_cost:
                 warnings.append(f"{budget.name(subject)}: {money_text(used_cost)} of {money_text(budget.max_cost)} "
                                 f"{currency} used")
@@ -166,16 +175,14 @@ def judge(standings: list[Standing], estimate: Estimate, *, now: dt.datetime, cu
                 refusals.append(f"the budget of {budget.name(subject)} has {used_tokens} tokens spent or reserved of "
                                 f"its {budget.max_tokens} limit; this request needs up to {estimate.tokens} more")
                 refusing.append(budget)
-            else:
-                left_tokens = budget.max_tokens - used_tokens - estimate.tokens
-                remaining_tokens = left_tokens if remaining_tokens is None else min(remaining_tokens, left_tokens)
+                exhausted.append(budget)
+            left_tokens = budget.max_tokens - used_tokens - estimate.tokens
+            remaining_tokens = left_tokens if remaining_tokens is None else min(remaining_tokens, left_tokens)
             if used_tokens >= budget.warn_at * budget.max_tokens:
                 warnings.append(f"{budget.name(subject)}: {used_tokens} of {budget.max_tokens} tokens used")
-    if refusals:
-        return Decision(admitted=False, refusals=refusals, retry_after=retry_after(refusing, now),
-                        refused_scopes=sorted({budget.scope for budget in refusing}))
-    return Decision(admitted=True, remaining_cost=remaining_cost, remaining_tokens=remaining_tokens,
-                    warnings=warnings)
+    return Decision(admitted=not refusals, refusals=refusals, retry_after=retry_after(refusing, now) if refusals
+                    else None, refused_scopes=sorted({budget.scope for budget in refusing}), exhausted=exhausted,
+                    remaining_cost=remaining_cost, remaining_tokens=remaining_tokens, warnings=warnings)
 
 
 def retry_after(refusing: list[Budget], now: dt.datetime) -> int | None:
@@ -188,8 +195,96 @@ def retry_after(refusing: list[Budget], now: dt.datetime) -> int | None:
     return max(math.ceil((latest - now).total_seconds()), 0)
 
 
-def budget_status(standing: Standing, *, now: dt.datetime, currency: str) -> dict[str, Any]:
-    """A budget with where it stands: limits, spent, reserved, remaining and when it resets."""
+E10 = Decimal(10**10)  # money is counted in 10^-10 units, as the database keeps it
+
+
+def e10(amount: Decimal) -> int:
+    """A cost in the integer units the database and the leases count in."""
+    return int((amount * E10).to_integral_value())
+
+
+@dataclass(frozen=True)
+class LeaseRequest:
+    """A process asks for more of one subject's allowance, to admit requests against in memory:
+    (cost in 10^-10 units, tokens) it needs at least, and would like."""
+
+    lease_id: str
+    scope: str
+    subject: str
+    budgets: tuple[Budget, ...]  # every budget of the subject
+    need: tuple[int, int]
+    want: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a lease request got, and where the subject's budgets stood before it."""
+
+    cost_e10: int
+    tokens: int
+    standings: list[Standing]
+
+
+def grant(standings: list[Standing], *, need: tuple[int, int], want: tuple[int, int]) -> tuple[int, int]:
+    """The (cost, tokens) to grant: at least `need` (else nothing), at most `want`, and beyond
+    `need` at most half of the room the budgets have left, so that processes sharing the budgets
+    share what remains, and its last part goes one request at a time. A dimension no budget
+    limits gets `need`. The SQL function `tokenmeter_lease` (migration 0013) does the same."""
+    rooms = [[], []]  # type: list[list[int]]
+    for standing in standings:
+        budget = standing.applied.budget
+        if budget.max_cost is not None:
+            rooms[0].append(e10(budget.max_cost - standing.spent_cost - standing.reserved_cost))
+        if budget.max_tokens is not None:
+            rooms[1].append(budget.max_tokens - standing.spent_tokens - standing.reserved_tokens)
+    room = [min(found) if found else None for found in rooms]
+    if any(limit is not None and limit < needed for limit, needed in zip(room, need, strict=True)):
+        return 0, 0
+    cost, tokens = (needed if limit is None else min(wanted, max(needed, limit // 2))
+                    for limit, needed, wanted in zip(room, need, want, strict=True))
+    return cost, tokens
+
+
+@dataclass(frozen=True)
+class Recent:
+    """What a budget's subject spent in the forecast window (`recent_since` until now)."""
+
+    cost: Decimal = Decimal(0)
+    tokens: int = 0
+
+
+FORECAST_DAYS = 7
+
+
+def recent_since(now: dt.datetime) -> dt.datetime:
+    """Start of the window the forecast's rate is taken over: the last 7 whole UTC days and today so
+    far (spend is kept per day, so this is the 7 x 24 hours the daily figures can tell exactly)."""
+    return period_start("day", now) - dt.timedelta(days=FORECAST_DAYS)
+
+
+def forecast_exhausted_at(standing: Standing, recent: Recent, *, now: dt.datetime) -> dt.datetime | None:
+    """When the period's spend reaches a limit at the recent rate: the earliest of its cost and
+    token limits; None when that is not within the period (a `total` budget has no end), when
+    nothing was spent recently, or when a limit is already reached."""
+    budget, ends = standing.applied.budget, resets_at(standing.applied.budget.period, now)
+    seconds = Decimal((now - recent_since(now)).total_seconds())
+    moments = []
+    for limit, spent, rate in ((budget.max_cost, standing.spent_cost, recent.cost),
+                               (budget.max_tokens, standing.spent_tokens, recent.tokens)):
+        if limit is None:
+            continue
+        if spent >= limit:
+            return None
+        if rate > 0:
+            moments.append(now + dt.timedelta(seconds=float((limit - spent) * seconds / rate)))
+    at = min(moments, default=None)
+    return at if at is not None and (ends is None or at <= ends) else None
+
+
+def budget_status(standing: Standing, *, now: dt.datetime, currency: str,
+                  recent: Recent | None = None) -> dict[str, Any]:
+    """A budget with where it stands: limits, spent, reserved, remaining, when it resets and (given
+    its recent spend) when it will run out."""
     budget = standing.applied.budget
     used_cost = standing.spent_cost + standing.reserved_cost
     used_tokens = standing.spent_tokens + standing.reserved_tokens
@@ -201,6 +296,7 @@ def budget_status(standing: Standing, *, now: dt.datetime, currency: str) -> dic
         "remaining_cost": None if budget.max_cost is None else budget.max_cost - used_cost,
         "remaining_tokens": None if budget.max_tokens is None else budget.max_tokens - used_tokens,
         "resets_at": resets_at(budget.period, now),
+        "forecast_exhausted_at": None if recent is None else forecast_exhausted_at(standing, recent, now=now),
     }
 
 
@@ -223,7 +319,10 @@ def parse_budget(payload: Any, *, default: bool = False) -> Budget:
                              param="subject")
         subject = "*" if scope == "global" else None
     elif not isinstance(subject, str) or not subject or len(subject) > 256 or not subject.isprintable():
-        raise BadRequest("subject must be the session id, user id or api_key_id the budget limits", param="subject")
+        raise BadRequest("subject must be the session id, user id, api_key_id or tag (name:value) the budget limits",
+                         param="subject")
+    elif scope == "tag":
+        tag_filter(subject, param="subject")
     period = payload.get("period")
     if period not in PERIODS:
         raise BadRequest(f"period must be one of {', '.join(PERIODS)}; got {period!r}", param="period")

@@ -1,11 +1,13 @@
-"""Budgets and reservations in the database, and the atomic check-and-reserve.
+"""Budgets, their spend and the leases processes hold of them, in the database.
 
 Spend in a period is summed from `spend_daily`, which the transaction storing the records
 keeps for every subject, so it counts every record (proxied, reported, or stored before the
-budget existed) and costs a few rows to read. An admitted request holds a reservation until
-that same transaction deletes it, so spent + reserved never has a gap. Check-and-reserve runs
-in one transaction under a lock per subject: `pg_advisory_xact_lock` on PostgreSQL, which holds
-across processes sharing the database; a process-wide lock on SQLite, correct for one process.
+budget existed) and costs a few rows to read. Each process leases part of a subject's allowance
+(a row of `budget_reservations` named after it) and admits requests against it in memory
+(leases.py); that same transaction takes what its records cost from the lease, so spent +
+reserved never has a gap. A lease is granted in one transaction under a lock per subject:
+`pg_advisory_xact_lock` on PostgreSQL, which holds across processes sharing the database (the
+function `tokenmeter_lease`, one round trip); a process-wide lock on SQLite, correct for one process.
 """
 
 from __future__ import annotations
@@ -18,11 +20,21 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, func, insert, select, text, update
+from sqlalchemy import Engine, and_, bindparam, case, delete, func, insert, select, text, tuple_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement
 
-from ..budgets import Applied, Budget, Decision, Estimate, Standing, period_start
+from ..budgets import (
+    Applied,
+    Budget,
+    Grant,
+    LeaseRequest,
+    Recent,
+    Standing,
+    grant,
+    period_start,
+    recent_since,
+)
 from .repository import reservations_table
 from .rollups import spend_table
 from .tables import BudgetRow, cost_from_e10, cost_to_e10, naive_utc
@@ -30,10 +42,9 @@ from .tables import BudgetRow, cost_from_e10, cost_to_e10, naive_utc
 log = logging.getLogger(__name__)
 budgets_table = BudgetRow.__table__  # type: ignore[attr-defined]
 _CHANNEL = "tokenmeter_budgets"
-_RESERVE = text(
-    "SELECT * FROM tokenmeter_reserve(:request_id, :now, :expires_at, CAST(:scopes AS text[]), "
-    "CAST(:subjects AS text[]), CAST(:starts AS timestamp[]), CAST(:max_cost AS bigint[]), "
-    "CAST(:max_tokens AS bigint[]), :cost, :tokens)"
+_LEASE = text(
+    "SELECT * FROM tokenmeter_lease(:lease_id, :scope, :subject, :now, :expires_at, CAST(:starts AS timestamp[]), "
+    "CAST(:max_cost AS bigint[]), CAST(:max_tokens AS bigint[]), :need_cost, :need_tokens, :want_cost, :want_tokens)"
 )
 
 
@@ -67,7 +78,7 @@ class BudgetStore:
                     **values)).inserted_primary_key[0]  # type: ignore[index]
                 created = True
             self._announce(connection)
-        return Budget(**{**budget.__dict__, "id": int(budget_id)}), created
+        return Budget(**{**budget.__dict__, "id": int(budget_id), "updated_at": values["updated_at"]}), created
 
     def delete(self, budget_id: int) -> bool:
         """Remove a budget; False when there was none with that id."""
@@ -83,54 +94,77 @@ class BudgetStore:
         with self.engine.connect() as connection:
             return _standings(connection, applied, now)
 
-    def reserve(self, request_id: str, applied: list[Applied], estimate: Estimate, *, now: dt.datetime,
-                expires_at: dt.datetime, judge: Callable[[list[Standing]], Decision]) -> Decision:
-        """Atomically: read where every applied budget stands, let `judge` decide, and if it
-        admits, reserve the estimate against each subject until the record replaces it."""
-        if self._postgres:
-            return self._reserve_postgres(request_id, applied, estimate, now=now, expires_at=expires_at, judge=judge)
-        subjects = sorted({(item.budget.scope, item.subject) for item in applied})
-        with self._transaction() as connection:
-            decision = judge(_standings(connection, applied, now))
-            if decision.admitted:
-                connection.execute(insert(reservations_table), [
-                    {"request_id": request_id, "scope": scope, "subject": subject,
-                     "cost_e10": cost_to_e10(estimate.cost) or 0, "tokens": estimate.tokens,
-                     "created_at": naive_utc(now), "expires_at": naive_utc(expires_at)}
-                    for scope, subject in subjects
-                ])
-        return decision
+    def recent(self, applied: list[Applied], *, now: dt.datetime) -> list[Recent]:
+        """What each applied budget's subject spent since `recent_since(now)` (the forecast's rate)."""
+        if not applied:
+            return []
+        since = recent_since(now).date()
+        columns: list[ColumnElement[Any]] = []
+        for item in applied:
+            spent = [spend_table.c.scope == item.budget.scope, spend_table.c.subject == item.subject,
+                     spend_table.c.day >= since]
+            columns += [select(func.coalesce(func.sum(spend_table.c.cost_e10), 0)).where(*spent).scalar_subquery(),
+                        select(func.coalesce(func.sum(spend_table.c.tokens), 0)).where(*spent).scalar_subquery()]
+        with self.engine.connect() as connection:
+            row = connection.execute(select(*columns)).one()
+        return [Recent(cost=cost_from_e10(int(row[2 * n])) or Decimal(0), tokens=int(row[2 * n + 1]))
+                for n in range(len(applied))]
 
-    def _reserve_postgres(self, request_id: str, applied: list[Applied], estimate: Estimate, *, now: dt.datetime,
-                          expires_at: dt.datetime, judge: Callable[[list[Standing]], Decision]) -> Decision:
-        """One call of `tokenmeter_reserve` (migrations 0004, 0009): locks, reads and reserves in one
-        statement, one round trip. `judge` explains the verdict from the same standings, with the
-        same integer arithmetic, so the two always agree."""
+    def lease(self, lease: LeaseRequest, *, now: dt.datetime, expires_at: dt.datetime) -> Grant:
+        """Grant a process more of one subject's allowance: at least `need` (else nothing), at
+        most `want`, and beyond `need` at most half of the room its budgets have left. Returns
+        the grant with where each budget stands (read under the subject's lock, grant excluded)."""
+        if self._postgres:
+            return self._lease_postgres(lease, now=now, expires_at=expires_at)
+        with self._transaction() as connection:
+            applied = [Applied(budget, lease.subject) for budget in lease.budgets]
+            standings = _standings(connection, applied, now)
+            cost, tokens = grant(standings, need=lease.need, want=lease.want)
+            if cost or tokens:
+                key = and_(reservations_table.c.request_id == lease.lease_id,
+                           reservations_table.c.scope == lease.scope, reservations_table.c.subject == lease.subject)
+                held = connection.execute(update(reservations_table).where(key).values(
+                    cost_e10=reservations_table.c.cost_e10 + cost, tokens=reservations_table.c.tokens + tokens,
+                    expires_at=naive_utc(expires_at))).rowcount
+                if not held:
+                    connection.execute(insert(reservations_table).values(
+                        request_id=lease.lease_id, scope=lease.scope, subject=lease.subject, cost_e10=cost,
+                        tokens=tokens, created_at=naive_utc(now), expires_at=naive_utc(expires_at)))
+        return Grant(cost_e10=cost, tokens=tokens, standings=standings)
+
+    def _lease_postgres(self, lease: LeaseRequest, *, now: dt.datetime, expires_at: dt.datetime) -> Grant:
         parameters = {
-            "request_id": request_id, "now": naive_utc(now), "expires_at": naive_utc(expires_at),
-            "scopes": [item.budget.scope for item in applied], "subjects": [item.subject for item in applied],
-            "starts": [naive_utc(period_start(item.budget.period, now)) for item in applied],
-            "max_cost": [cost_to_e10(item.budget.max_cost) for item in applied],
-            "max_tokens": [item.budget.max_tokens for item in applied],
-            "cost": cost_to_e10(estimate.cost) or 0, "tokens": estimate.tokens,
+            "lease_id": lease.lease_id, "scope": lease.scope, "subject": lease.subject, "now": naive_utc(now),
+            "expires_at": naive_utc(expires_at),
+            "starts": [naive_utc(period_start(budget.period, now)) for budget in lease.budgets],
+            "max_cost": [cost_to_e10(budget.max_cost) for budget in lease.budgets],
+            "max_tokens": [budget.max_tokens for budget in lease.budgets],
+            "need_cost": lease.need[0], "need_tokens": lease.need[1], "want_cost": lease.want[0],
+            "want_tokens": lease.want[1],
         }
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            rows = connection.execute(_RESERVE, parameters).all()
+            rows = connection.execute(_LEASE, parameters).all()
         standings = [
-            Standing(applied=item, spent_cost=cost_from_e10(row.spent_cost) or Decimal(0),
+            Standing(applied=Applied(budget, lease.subject), spent_cost=cost_from_e10(row.spent_cost) or Decimal(0),
                      spent_tokens=row.spent_tokens, reserved_cost=cost_from_e10(row.reserved_cost) or Decimal(0),
                      reserved_tokens=row.reserved_tokens)
-            for item, row in zip(applied, rows, strict=True)
+            for budget, row in zip(lease.budgets, rows, strict=True)
         ]
-        decision = judge(standings)
-        if decision.admitted != rows[0].admitted:  # cannot happen while both compare the same integers
-            raise RuntimeError(f"budget check disagreed with the database for request {request_id}")
-        return decision
+        return Grant(cost_e10=rows[0].granted_cost, tokens=rows[0].granted_tokens, standings=standings)
 
-    def release(self, request_id: str) -> None:
-        """Drop a request's reservations (its record will not come, e.g. it was never sent)."""
+    def shrink(self, lease_id: str, amounts: list[tuple[str, str, int, int]], *, dropped: list[tuple[str, str]],
+               expires_at: dt.datetime) -> None:
+        """Give back part of a process's leases ((scope, subject, cost, tokens) each), all of those
+        `dropped` ((scope, subject): nothing of theirs is in flight or waiting to be stored), and
+        keep the rest alive until `expires_at`."""
+        r = reservations_table.c
         with self._transaction() as connection:
-            connection.execute(delete(reservations_table).where(reservations_table.c.request_id == request_id))
+            settle(connection, lease_id, amounts)
+            if dropped:
+                connection.execute(delete(reservations_table).where(
+                    r.request_id == lease_id, tuple_(r.scope, r.subject).in_(sorted(dropped))))
+            connection.execute(update(reservations_table).where(r.request_id == lease_id)
+                               .values(expires_at=naive_utc(expires_at)))
 
     def purge_expired(self, *, now: dt.datetime) -> int:
         """Delete reservations whose process died before its record arrived."""
@@ -170,6 +204,27 @@ class BudgetStore:
             yield connection
 
 
+def settle(connection: Connection, lease_id: str, amounts: list[tuple[str, str, int, int]]) -> None:
+    """Take what records cost ((scope, subject, cost, tokens) each) from a process's leases, in the
+    transaction that stores them: their spend now counts, so their share of the lease stops
+    counting. A lease may go below zero (records cost more than their estimates): it then counts
+    as nothing reserved, as their spend already counts in full, and the next grants fill it first."""
+    if not amounts:
+        return
+    r = reservations_table.c
+    connection.execute(
+        update(reservations_table)
+        .where(r.request_id == lease_id, r.scope == bindparam("s_scope"), r.subject == bindparam("s_subject"))
+        .values(cost_e10=r.cost_e10 - bindparam("s_cost"), tokens=r.tokens - bindparam("s_tokens")),
+        [{"s_scope": scope, "s_subject": subject, "s_cost": cost, "s_tokens": tokens}
+         for scope, subject, cost, tokens in sorted(amounts)])
+
+
+def _positive(column: ColumnElement[int]) -> ColumnElement[int]:
+    """A reservation as it counts: a lease below zero (spent past its slice) counts as none."""
+    return case((column > 0, column), else_=0)
+
+
 def _standings(connection: Connection, applied: list[Applied], now: dt.datetime) -> list[Standing]:
     """One SELECT of scalar subqueries, so spend and reservations come from one snapshot."""
     columns: list[ColumnElement[Any]] = []
@@ -183,8 +238,8 @@ def _standings(connection: Connection, applied: list[Applied], now: dt.datetime)
         columns += [
             select(func.coalesce(func.sum(spend_table.c.cost_e10), 0)).where(*spent).scalar_subquery(),
             select(func.coalesce(func.sum(spend_table.c.tokens), 0)).where(*spent).scalar_subquery(),
-            select(func.coalesce(func.sum(reservations_table.c.cost_e10), 0)).where(*held).scalar_subquery(),
-            select(func.coalesce(func.sum(reservations_table.c.tokens), 0)).where(*held).scalar_subquery(),
+            select(func.coalesce(func.sum(_positive(reservations_table.c.cost_e10)), 0)).where(*held).scalar_subquery(),
+            select(func.coalesce(func.sum(_positive(reservations_table.c.tokens)), 0)).where(*held).scalar_subquery(),
         ]
     row = connection.execute(select(*columns)).one()
     return [
@@ -198,4 +253,4 @@ def _standings(connection: Connection, applied: list[Applied], now: dt.datetime)
 def _budget(row: Any) -> Budget:
     return Budget(scope=row["scope"], subject=row["subject"], period=row["period"],
                   max_cost=cost_from_e10(row["max_cost_e10"]), max_tokens=row["max_tokens"],
-                  warn_at=Decimal(row["warn_at"]), id=row["id"])
+                  warn_at=Decimal(row["warn_at"]), id=row["id"], updated_at=row["updated_at"])
