@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tokenmeter_proxy"
-PURE = ["types", "errors", "config", "pricing", "tokens", "sse", "identity", "routes", "budgets", "catalog",
+PURE = ["types", "errors", "config", "pricing", "tokens", "sse", "identity", "routes", "budgets", "catalog", "alerts",
         "reconciliation", "access", "yaml_nodes", "providers", "providers.base", "providers.openai",
-        "providers.anthropic", "providers.gemini"]
+        "providers.anthropic", "providers.gemini", "tracecontext", "histograms", "otlp", "tags"]
 IO_LIBRARIES = {"starlette", "httpx", "sqlmodel", "sqlalchemy", "psycopg", "uvicorn", "anyio", "aiohttp", "alembic"}
-WEB = ["middleware", "proxy", "api", "budgets_api", "ops", "reconciliation_api", "auth", "dashboard.routes"]
+WEB = ["middleware", "proxy", "api", "budgets_api", "ops", "reconciliation_api", "auth", "dashboard.routes",
+       "webhooks_api"]
 
 
 def imports(module: str) -> set[str]:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import socket
 from collections.abc import AsyncIterator
 
 import httpx
@@ -42,14 +43,18 @@ from .routes import builtin_route
 from .storage.budget_store import BudgetStore
 from .storage.engine import engine_from_url
 from .storage.migrate import schema_behind
+from .storage.outbox import OutboxStore
 from .storage.provider_store import ProviderStore
 from .storage.repository import Repository
 from .storage.spool import Spool
 from .storage.writer import RecordWriter
+from .telemetry import Telemetry
 from .types import Clock, utc_now
 from .upstream import UpstreamPools
 from .watched import PriceBook, RouteBook
 from .web import JSONResponse
+from .webhooks import Webhooks
+from .webhooks_api import WebhooksAPI
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +106,12 @@ def create_app(
     if check_schema:
         _require_current_schema(engine, settings.database_url)
     repository = Repository(engine)
-    writer = RecordWriter(repository, Spool(settings.spool_dir))
+    outbox = OutboxStore(engine)
+    # alert webhooks, when URLs are configured (the settings make sure a secret comes with them)
+    webhooks = Webhooks(settings.webhook_url_list, settings.webhook_secret or "", outbox, clock=clock,
+                        host=socket.gethostname()) if settings.webhook_url_list else None
+    writer = RecordWriter(repository, Spool(settings.spool_dir),
+                          on_outage=None if webhooks is None else webhooks.storage_outage)
     metrics = Metrics()
     metrics.count_from("tokenmeter_records_spooled", "Usage records written to the local spool while the "
                        "database was unreachable.", lambda: writer.spooled)
@@ -112,17 +122,22 @@ def create_app(
         upstreams(route)  # now, not on a first request: TLS setup takes milliseconds, and a bad CA bundle stops startup
     user_ids = UserIds(secret=settings.user_id_hash_secret)
     catalog = Catalog()
-    meter = Meter(prices=lambda: prices.current, sink=writer, metrics=metrics, clock=clock, catalog=catalog)
+    meter = Meter(prices=lambda: prices.current, sink=writer, metrics=metrics, clock=clock, catalog=catalog,
+                  alerts=webhooks)
     gate = BudgetGate(
         BudgetStore(engine), prices=lambda: prices.current, clock=clock, defaults=settings.budget_defaults(),
         allow_unpriced=settings.unpriced == "allow", fail_open=settings.budget_failure == "open",
-        reservation_seconds=_reservation_seconds(settings), metrics=metrics, catalog=catalog,
+        metrics=metrics, catalog=catalog, alerts=webhooks, lease_seconds=settings.budget_lease_seconds,
     )
+    repository.on_store = gate.leases.stored  # the records' transaction settles the leases they came under
     forwarder = ForwardingApp(upstreams, route=builtin, max_body_bytes=settings.max_body_bytes,
                               total_timeout=settings.upstream_total_timeout or None)
+    # OpenTelemetry's SDK only runs when an export is on: off, the middleware has no tracing at all
+    telemetry = Telemetry(settings.telemetry) if settings.telemetry.enabled else None
     proxy = TokenMeterMiddleware(
         forwarder, meter=meter, admission=gate, session_header=settings.session_header,
         user_header=settings.user_header, max_body_bytes=settings.max_body_bytes, user_ids=user_ids, route=builtin,
+        tracing=telemetry,
     )
     admin_api = AdminAPI(repository=repository, prices=lambda: prices.current, clock=clock, user_ids=user_ids,
                          catalog=catalog, stored=lambda: writer.written)
@@ -135,7 +150,7 @@ def create_app(
     limiter = FailureLimiter()  # token guesses at the API and at the dashboard's sign-in count together
     signer = Signer.from_admin_token(settings.admin_token) if settings.admin_token else None
     dashboard = Dashboard(repository=repository, prices=lambda: prices.current, clock=clock, signer=signer,
-                          limiter=limiter)
+                          limiter=limiter, user_ids=user_ids)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -145,8 +160,12 @@ def create_app(
         # ~80 ms pause of the event loop; frozen, collections scan only what requests create.
         gc.collect()
         gc.freeze()
-        tasks = [asyncio.create_task(task) for task in (writer.run(), writer.replay(), prices.watch(), routes.watch(),
-                                                        gate.watch())]
+        refused = None if webhooks is None else webhooks.config_rejected
+        jobs = [writer.run(), writer.replay(), prices.watch(on_refused=refused), routes.watch(on_refused=refused),
+                gate.watch(), gate.leases.maintain()]
+        if webhooks is not None:
+            jobs += [webhooks.run(), gate.watch_warnings()]
+        tasks = [asyncio.create_task(job) for job in jobs]
         try:
             yield
         finally:
@@ -155,10 +174,20 @@ def create_app(
                 await asyncio.wait_for(writer.replay_once(), timeout=settings.shutdown_grace_seconds)
             except TimeoutError:
                 log.error("shutting down with %d usage records neither stored nor spooled", writer.pending)
+            if webhooks is not None:  # alerts raised but not yet in the outbox: there, the next sender has them
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(webhooks.flush(), timeout=5)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            try:  # every record is stored: what the leases still hold goes back to the other processes
+                await gate.leases.close()
+            except Exception as exc:  # the database is down: they lapse on their own
+                log.error("giving back budget leases failed (%s); they lapse in %g s", exc,
+                          settings.budget_lease_seconds)
             await upstreams.aclose()
+            if telemetry is not None:  # the last spans and points, before the process ends
+                await asyncio.to_thread(telemetry.shutdown)
             engine.dispose()
             log.info("stopped; %d usage records stored, %d spooled batches left for the next start",
                      writer.written, writer.spool.pending_files())
@@ -170,6 +199,7 @@ def create_app(
             Route("/api/openapi.json", _openapi),  # public: a description, not data
             Mount("/api", app=RequireAdminToken(
                 Router([*admin_api.routes(), *budgets_api.routes(), *reconciliation_api.routes(),
+                        *WebhooksAPI(outbox).routes(),
                         *dashboard.admin_routes()]),
                 signer=signer, limiter=limiter, clock=clock)),
         ],
@@ -180,14 +210,6 @@ def create_app(
         lifespan=lifespan,
     )
     return TokenMeterApp(proxy, admin, writer=writer, prices=prices, routes=routes, builtin=builtin)
-
-
-def _reservation_seconds(settings: Settings) -> float:
-    """How long a reservation holds without its record: past any exchange's end (the total
-    timeout, when set; else an hour of streaming), so only a crashed process's ever lapse."""
-    if settings.upstream_total_timeout:
-        return settings.upstream_total_timeout + 60
-    return 3600 + settings.upstream_read_timeout
 
 
 def app_from_environment() -> TokenMeterApp:

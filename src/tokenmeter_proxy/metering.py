@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from . import tokens
+from .alerts import MODEL_UNPRICED, Alert, AlertSink, unpriced_key
 from .catalog import Catalog, price
 from .identity import clean_model
 from .metrics import Metrics
@@ -42,6 +43,7 @@ class Exchange:
     session_id: str | None
     user_id: str | None
     api_key_id: str | None
+    tags: Mapping[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -50,9 +52,10 @@ class Meter:
 
     def __init__(
         self, *, prices: Callable[[], PriceTable], sink: UsageSink, metrics: Metrics | None = None,
-        clock: Clock = utc_now, catalog: Catalog | None = None,
+        clock: Clock = utc_now, catalog: Catalog | None = None, alerts: AlertSink | None = None,
     ) -> None:
         self.prices = prices
+        self.alerts = alerts
         self.catalog = catalog
         self.sink = sink
         self.metrics = metrics
@@ -90,10 +93,15 @@ class Meter:
             price_source=priced.source,
             provider=route.provider,
             route=route.name,
+            tags=exchange.tags,
         )
         self.sink.submit(record)
         if self.metrics is not None:
             self.metrics.observe(record, model_key=priced.key)
+        if self.alerts is not None and record.cost is None and model and billed and status is not None and status < 400:
+            # a billed record without a price (the sink remembers which were raised: no database round trip)
+            self.alerts.emit(Alert(MODEL_UNPRICED, {"model": model, "provider": route.provider},
+                                   key=unpriced_key(route.provider, model)))
         return record
 
     def count_unmetered(self, provider: str, status: int) -> None:

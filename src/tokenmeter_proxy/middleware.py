@@ -13,6 +13,7 @@ read for usage. A non-streaming response is held until it ends, to add `X-TokenM
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -25,6 +26,8 @@ from .pricing import money_text
 from .providers import ResponseReader, ResponseReading
 from .providers.base import key_id
 from .routes import Route, builtin_route
+from .tags import HEADER as TAGS_HEADER
+from .tags import parse_tags
 from .types import UsageRecord
 
 log = logging.getLogger(__name__)
@@ -35,9 +38,34 @@ _OWN_APP = builtin_route("http://localhost/v1", api_key=None)  # an app metered 
 
 
 class Admission(Protocol):
-    """Budget control: None when no budget applies, else the decision (estimate reserved if admitted)."""
+    """Budget control: None when no budget applies, else the decision (estimate held if admitted);
+    `settled` tells it what an admitted request really cost (None: no record was made)."""
 
     async def admit(self, exchange: Exchange) -> Decision | None: ...
+
+    def settled(self, exchange: Exchange, record: UsageRecord | None) -> None: ...
+
+
+class Trace(Protocol):
+    """One metered request's span (telemetry.py): `traceparent` names it to the upstream (None: not
+    traced); it ends once, when the record is made or the proxy refuses the request."""
+
+    traceparent: bytes | None
+
+    def first_chunk(self) -> None: ...
+
+    def end(self, record: UsageRecord | None, *, status: int | None, response_model: str | None) -> None: ...
+
+    def refused(self, status: int) -> None: ...
+
+
+class Tracing(Protocol):
+    """OpenTelemetry, when it is on: a span for every metered request, a child of the client's
+    `traceparent` (in `headers`), begun when the request arrived."""
+
+    def start(self, exchange: Exchange, headers: list[tuple[bytes, bytes]]) -> Trace: ...
+
+    def refused(self, route: Route, endpoint: str, request_id: str, *, status: int, started: float) -> None: ...
 
 
 class TokenMeterMiddleware:
@@ -47,9 +75,10 @@ class TokenMeterMiddleware:
     def __init__(
         self, app: ASGIApp, *, meter: Meter, admission: Admission | None = None, session_header: str = "X-Session-Id",
         user_header: str = "X-User-Id", max_body_bytes: int = 52_428_800, user_ids: UserIds | None = None,
-        route: Route = _OWN_APP,
+        route: Route = _OWN_APP, tracing: Tracing | None = None,
     ) -> None:
         self.app = app
+        self.tracing = tracing
         self.route = route
         self.user_ids = user_ids or UserIds(secret=None)
         self.meter = meter
@@ -69,34 +98,43 @@ class TokenMeterMiddleware:
         if endpoint is None:
             await self.app(scope, receive, _tagged(send, request_id, route.provider, self.meter.count_unmetered))
             return
+        started = time.perf_counter()
         try:
             raw = await _read_body(receive, self.max_body_bytes)
         except _ClientGone:
             return  # the body never arrived whole: nothing is forwarded, nothing was used
         if raw is None:
+            if self.tracing is not None:
+                self.tracing.refused(route, endpoint, request_id, status=413, started=started)
             await send_json(send, 413, body_too_large(self.max_body_bytes),
                             headers=[(REQUEST_ID_HEADER, request_id.encode())])
             return
         facts = protocol.read_request(endpoint, scope["path"], raw, inject_usage=route.inject_usage)
-        session, user = self._identity(scope["headers"])
+        session, user, tagged = self._identity(scope["headers"])
         if user is None and facts.user is not None:
             user = clean_identity(facts.user)
         exchange = Exchange(
             id=request_id, route=route, facts=facts, raw_body=raw, session_id=session,
             user_id=self.user_ids.stored(user),
             api_key_id=key_id(protocol.credential(scope["headers"], scope.get("query_string", b""))),
+            tags=_tags(tagged, request_id) if tagged else {}, started=started,
         )
+        trace = self.tracing.start(exchange, scope["headers"]) if self.tracing is not None else None
         decision = await self.admission.admit(exchange) if self.admission is not None else None
         if decision is not None and not decision.admitted:
+            if trace is not None:
+                trace.refused(429)
             await send_json(send, 429, openai_error(
                 "Budget exceeded: " + "; ".join(decision.refusals) + ".", type="insufficient_quota",
                 code="budget_exceeded",
             ), headers=_refusal_headers(decision, request_id))
             return
         body = protocol.upstream_body(raw, facts)
-        inner_scope = dict(scope, headers=_forward_headers(scope["headers"], len(body)))
+        traceparent = trace.traceparent if trace is not None else None
+        inner_scope = dict(scope, headers=_forward_headers(scope["headers"], len(body), traceparent))
         response = _MeteredResponse(self.meter, exchange, send, inner_scope,
-                                    headers=_budget_headers(decision) if decision is not None else [])
+                                    headers=_budget_headers(decision) if decision is not None else [], trace=trace,
+                                    admission=self.admission if decision is not None else None)
         failed = False
         try:
             await self.app(inner_scope, _replay(body, receive), response.send)
@@ -106,22 +144,28 @@ class TokenMeterMiddleware:
         finally:
             await response.abandon(status=500 if failed and not response.started else CLIENT_CLOSED_REQUEST)
 
-    def _identity(self, headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
+    def _identity(self, headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None, list[bytes]]:
         session = user = None
+        tagged: list[bytes] = []
         for name, value in headers:
             if name == self.session_header:
                 session = clean_identity(value.decode("latin-1"))
             elif name == self.user_header:
                 user = clean_identity(value.decode("latin-1"))
-        return session, user
+            elif name == TAGS_HEADER:
+                tagged.append(value)
+        return session, user, tagged
 
 
 class _MeteredResponse:
     """Relays the wrapped app's response, reading it for usage; records exactly once."""
 
     def __init__(self, meter: Meter, exchange: Exchange, send: Send, scope: Scope, *,
-                 headers: list[tuple[bytes, bytes]]) -> None:
+                 headers: list[tuple[bytes, bytes]], trace: Trace | None = None,
+                 admission: Admission | None = None) -> None:
         self.meter = meter
+        self.trace = trace
+        self.admission = admission  # set when a budget admitted the request: it hears what it cost
         self.scope = scope
         self.extra_headers = headers
         self.exchange = exchange
@@ -164,6 +208,8 @@ class _MeteredResponse:
         body = message.get("body", b"")
         more = message.get("more_body", False)
         out = self.stream.feed(body) if body else b""
+        if body and self.trace is not None:
+            self.trace.first_chunk()
         if not more:
             out += self.stream.end()
             await self._record(self.stream.reading)
@@ -204,12 +250,17 @@ class _MeteredResponse:
         # An upstream that answered with an error bills nothing; one that broke off mid-response,
         # or whose client left, billed what it had done: that is estimated.
         billed = self.status < 400 if self.status is not None else ended == CLIENT_CLOSED_REQUEST
+        record = None
         try:
-            return await self.meter.finish(self.exchange, reading, status=status, streamed=self.stream is not None,
-                                           billed=billed)
+            record = await self.meter.finish(self.exchange, reading, status=status, streamed=self.stream is not None,
+                                             billed=billed)
         except Exception:
             log.exception("metering request %s failed; the response is unaffected", self.exchange.id)
-            return None
+        if self.admission is not None:
+            self.admission.settled(self.exchange, record)
+        if self.trace is not None:
+            self.trace.end(record, status=status, response_model=reading.model)
+        return record
 
     async def abandon(self, *, status: int) -> None:
         """The wrapped app stopped before the response ended (the client left, or it failed):
@@ -243,6 +294,14 @@ def _budget_headers(decision: Decision) -> list[tuple[bytes, bytes]]:
         warning = "; ".join(decision.warnings).encode("ascii", "backslashreplace")
         headers.append((b"x-tokenmeter-budget-warning", warning))
     return headers
+
+
+def _tags(values: list[bytes], request_id: str) -> dict[str, str]:
+    """The request's valid tags; the others are dropped with a log line, never refused."""
+    tags, dropped = parse_tags(b",".join(values).decode("utf-8", "replace"))
+    if dropped:
+        log.warning("request %s: tags dropped: %s", request_id, "; ".join(dropped))
+    return tags
 
 
 class _ClientGone(Exception):
@@ -281,14 +340,20 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def _forward_headers(headers: list[tuple[bytes, bytes]], length: int) -> list[tuple[bytes, bytes]]:
-    """Ask for an uncompressed response (so it can be read) and state the body's real length."""
-    kept = [
-        (name, value) for name, value in headers
-        if name not in (b"accept-encoding", b"content-length", b"transfer-encoding")
-    ]
+_NOT_FORWARDED = (b"accept-encoding", b"content-length", b"transfer-encoding")
+_NOT_FORWARDED_TRACED = (*_NOT_FORWARDED, b"traceparent")
+
+
+def _forward_headers(headers: list[tuple[bytes, bytes]], length: int,
+                     traceparent: bytes | None = None) -> list[tuple[bytes, bytes]]:
+    """Ask for an uncompressed response (so it can be read) and state the body's real length; when
+    traced, the upstream's `traceparent` names our span instead of the client's."""
+    dropped = _NOT_FORWARDED if traceparent is None else _NOT_FORWARDED_TRACED
+    kept = [(name, value) for name, value in headers if name not in dropped]
     kept.append((b"accept-encoding", b"identity"))
     kept.append((b"content-length", str(length).encode()))
+    if traceparent is not None:
+        kept.append((b"traceparent", traceparent))
     return kept
 
 

@@ -7,6 +7,7 @@ from typing import Any, get_args
 
 from . import __version__
 from .access import DEFAULT_LINK_SECONDS, MAX_LINK_SECONDS
+from .alerts import EVENT_TYPES
 from .budgets import PERIODS, SCOPES
 from .types import UsageSource
 
@@ -35,6 +36,11 @@ def _object(properties: dict[str, Any], *, nullable: tuple[str, ...] = ()) -> di
     return {"type": "object", "properties": props, "required": list(properties)}
 
 
+def _optional(schema: dict[str, Any], **properties: Any) -> dict[str, Any]:
+    """`schema` with more properties that an answer may leave out."""
+    return {**schema, "properties": {**schema["properties"], **properties}}
+
+
 _TOTALS = _object({"requests": _COUNT, "input_tokens": _COUNT, "cached_input_tokens": _COUNT,
                    "output_tokens": _COUNT, "total_tokens": _COUNT, "cost": _MONEY, "unpriced_requests": _COUNT,
                    "estimated_requests": _COUNT})
@@ -47,7 +53,7 @@ _RECORD = _object({
     "usage_source": {"enum": list(get_args(UsageSource))}, "status_code": {"type": "integer"},
     "streamed": {"type": "boolean"}, "latency_ms": _COUNT,
     "price_source": {"enum": ["pricing_file", "upstream", "catalog"]}, "provider": {"type": "string"},
-    "route": {"type": "string"},
+    "route": {"type": "string"}, "tags": {"type": "object", "additionalProperties": {"type": "string"}},
 }, nullable=("session_id", "user_id", "api_key_id", "model", "cost", "status_code", "price_source", "route"))
 _BUDGET_IN = {
     "type": "object", "required": ["scope", "period"],
@@ -62,8 +68,14 @@ _BUDGET = _object({
     "period": {"type": "string"}, "max_cost": _MONEY, "max_tokens": _COUNT, "warn_at": _MONEY,
     "currency": {"type": "string"}, "spent_cost": _MONEY, "spent_tokens": _COUNT, "reserved_cost": _MONEY,
     "reserved_tokens": _COUNT, "remaining_cost": _MONEY, "remaining_tokens": {"type": "integer"},
-    "resets_at": _TIME,
-}, nullable=("max_cost", "max_tokens", "remaining_cost", "remaining_tokens", "resets_at"))
+    "resets_at": _TIME, "forecast_exhausted_at": _TIME,
+}, nullable=("max_cost", "max_tokens", "remaining_cost", "remaining_tokens", "resets_at", "forecast_exhausted_at"))
+_DELIVERY = _object({
+    "id": {"type": "string", "description": "The event's webhook-id, the same on every URL and every attempt"},
+    "type": {"enum": list(EVENT_TYPES)}, "url": {"type": "string"},
+    "status": {"enum": ["pending", "delivered", "failed"]}, "attempts": _COUNT,
+    "last_status_code": {"type": "integer"}, "created_at": _TIME, "delivered_at": _TIME,
+}, nullable=("last_status_code", "delivered_at"))
 _FIGURES = _object({"requests": _COUNT, "input_tokens": _COUNT, "cached_input_tokens": _COUNT,
                     "output_tokens": _COUNT})
 _DIFFERENCE = _object({"requests": {"type": "integer"}, "input_tokens": {"type": "integer"},
@@ -78,6 +90,7 @@ _FILTERS = [
     _query("session_id", _TEXT, "Only this session"), _query("user_id", _TEXT, "Only this user"),
     _query("model", _TEXT, "Only this model, as recorded"),
     _query("provider", _TEXT, "Only this provider (openai, anthropic, google...: a route's provider)"),
+    _query("tag", _TEXT, "Only requests with this tag, as name:value (team:search)"),
 ]
 
 
@@ -92,6 +105,7 @@ def admin_openapi() -> dict[str, Any]:
             "/api/usage/stats": {"get": {
                 "summary": "Totals, daily figures, per-model and per-provider figures for a period",
                 "parameters": [_query("period", _PERIOD, "Window ending now"), *_FILTERS,
+                               _query("by_tag", _TEXT, "Add by_tag: the figures per value of this tag"),
                                _query("currency", {"type": "string", "maxLength": 8},
                                       "Report in this currency (the pricing file's exchange rates)")],
                 "responses": _ok("Stats")}},
@@ -137,13 +151,19 @@ def admin_openapi() -> dict[str, Any]:
                                 "required": True}],
                 "responses": _ok("Reconciliation")}},
             "/api/widget-links": {"post": {
-                "summary": "A signed link to the session widget (/widget/session/{id}) that works without the "
-                           "admin token until it expires",
+                "summary": "A signed link to the sidebar widget of a session (/widget/session/{id}) or of a user "
+                           "(/widget/user/{id}) that works without the admin token until it expires",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["session_id"],
-                    "properties": {"session_id": {"type": "string", "minLength": 1, "maxLength": 256},
+                    "type": "object",
+                    "properties": {"session_id": {"type": "string", "minLength": 1, "maxLength": 256,
+                                                  "description": "A link to this session (and its user's sessions)"},
+                                   "user_id": {"type": "string", "minLength": 1, "maxLength": 256,
+                                               "description": "A link to this user's usage, as the app sends the "
+                                                              "id (hashed as records are, if configured)"},
                                    "ttl_seconds": {"type": "integer", "minimum": 1, "maximum": MAX_LINK_SECONDS,
-                                                   "default": DEFAULT_LINK_SECONDS}}}}}},
+                                                   "default": DEFAULT_LINK_SECONDS}},
+                    "oneOf": [{"required": ["session_id"], "not": {"required": ["user_id"]}},
+                              {"required": ["user_id"], "not": {"required": ["session_id"]}}]}}}},
                 "responses": _ok("WidgetLink")}},
             "/api/budgets": {
                 "get": {"summary": "Budgets and where each stands", "responses": _ok("Budgets")},
@@ -154,6 +174,10 @@ def admin_openapi() -> dict[str, Any]:
                             "description": "Created", "content": {"application/json": {
                                 "schema": {"$ref": "#/components/schemas/Budget"}}}}}},
             },
+            "/api/webhooks/deliveries": {"get": {
+                "summary": "Alert webhook deliveries, newest first: one per event and URL, with its outcome",
+                "parameters": [_query("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "")],
+                "responses": _ok("Deliveries")}},
             "/api/budgets/{budget_id}": {"delete": {
                 "summary": "Remove a budget",
                 "parameters": [{"name": "budget_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
@@ -165,12 +189,14 @@ def admin_openapi() -> dict[str, Any]:
                 "Error": _object({"error": {"type": "object", "required": ["message", "type"], "properties": {
                     "message": {"type": "string"}, "type": {"type": "string"}, "code": {}, "param": {}}}}),
                 "Totals": _TOTALS,
-                "Stats": _object({
+                "Stats": _optional(_object({
                     "period": {"type": "string"}, "currency": {"type": "string"}, "totals": _TOTALS,
                     "daily": {"type": "array", "items": _object({"date": {"type": "string"}, **_BRIEF})},
                     "by_model": {"type": "array", "items": _object({"model": {"type": "string"}, **_BRIEF},
                                                                     nullable=("model",))},
                     "by_provider": {"type": "array", "items": _object({"provider": {"type": "string"}, **_BRIEF})}}),
+                    by_tag={"type": "array", "items": _object({"value": {"type": "string"}, **_BRIEF},
+                                                              nullable=("value",))}),
                 "Top": _object({"period": {"type": "string"}, "currency": {"type": "string"},
                                 "by": {"enum": ["session", "user", "model"]},
                                 "top": {"type": "array", "items": _object({"id": {"type": "string"}, **_BRIEF,
@@ -191,6 +217,7 @@ def admin_openapi() -> dict[str, Any]:
                     "days": {"type": "array", "items": _object({"date": _DATE, "model": {"type": "string"}, **_SIDES},
                                                               nullable=("model", "provider", "difference"))},
                     "totals": _object(_SIDES, nullable=("provider", "difference"))}),
+                "Deliveries": _object({"deliveries": {"type": "array", "items": _DELIVERY}}),
                 "Budgets": _object({"budgets": {"type": "array", "items": _BUDGET},
                                     "defaults": {"type": "array", "items": {"type": "object"}}}),
             },
