@@ -100,7 +100,7 @@ def test_a_limit_lowered_while_slices_are_out_holds_at_once_everywhere(proxies: 
             return list(await asyncio.gather(*(send(client, proxies[n % 3].url, "lowered") for n in range(count))))
 
     assert asyncio.run(round_(30)) == [200] * 30  # every process now holds a slice of what is left
-    spent = Decimal(str(budget_of(proxies[0], "lowered")["spent_cost"]))
+    spent = Decimal(str(proxies[0].session("lowered", records=30)["totals"]["cost"]))
     proxies[2].admin("/api/budgets", method="PUT", json={"scope": "session", "subject": "lowered", "period": "day",
                                                          "max_cost": float(spent + Decimal("0.0015"))})
     time.sleep(0.5)  # every process hears of the change (LISTEN/NOTIFY) and gives its slice back
