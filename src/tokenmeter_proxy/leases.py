@@ -68,7 +68,8 @@ class _Slice:
     standings: list[Standing] = field(default_factory=list)  # as last read, for the response headers
     held_at_read: tuple[int, int] = (0, 0)
     settled_since_read: tuple[int, int] = (0, 0)
-    rate: float = 0.0  # estimated cost (10^-10 units) admitted per second, smoothed
+    rate_cost: float = 0.0  # estimates admitted per second (cost in 10^-10 units, tokens), smoothed
+    rate_tokens: float = 0.0
     last_admit: float = 0.0
     topping_up: asyncio.Task[bool] | None = None
 
@@ -87,11 +88,18 @@ class _Slice:
     def free(self) -> tuple[int, int]:
         return max(self.held_cost - self.inflight_cost, 0), max(self.held_tokens - self.inflight_tokens, 0)
 
-    def note(self, cost: int, moment: float) -> None:
-        """Fold an admission into the smoothed rate (an exponential average over about a second)."""
+    def note(self, cost: int, tokens: int, moment: float) -> None:
+        """Fold an admission into the smoothed rates (exponential averages over about a second)."""
         elapsed = max(moment - self.last_admit, 1e-6)
-        self.rate += (1 - math.exp(-elapsed / RATE_SECONDS)) * (cost / elapsed - self.rate)
+        weight = 1 - math.exp(-elapsed / RATE_SECONDS)
+        self.rate_cost += weight * (cost / elapsed - self.rate_cost)
+        self.rate_tokens += weight * (tokens / elapsed - self.rate_tokens)
         self.last_admit = moment
+
+    def low(self, target: tuple[int, int]) -> bool:
+        """Whether what the slice holds free fell below half its target, in a limited dimension:
+        time to top it up, ahead of need (half, so top-ups come once a horizon, not every request)."""
+        return any(self.shortfall(target[0] // 2, target[1] // 2))
 
 
 @dataclass
@@ -133,8 +141,8 @@ class Leases:
         for piece in slices:
             piece.inflight_cost += cost
             piece.inflight_tokens += tokens
-            piece.note(cost, moment)
-            if any(piece.shortfall(*self._target(piece, cost, tokens))) and piece.topping_up is None:
+            piece.note(cost, tokens, moment)
+            if piece.topping_up is None and piece.low(self._target(piece, cost, tokens)):
                 piece.topping_up = asyncio.create_task(self._grant(piece, cost, tokens))  # ahead of need
                 piece.topping_up.add_done_callback(_logged)
         self._admitted[request_id] = _Admitted([(piece, cost, tokens) for piece in slices])
@@ -228,7 +236,8 @@ class Leases:
     def _target(self, piece: _Slice, cost: int, tokens: int) -> tuple[int, int]:
         """What a slice should hold free: enough for the coming seconds at its rate, and for a few
         requests like this one."""
-        return max(int(piece.rate * HORIZON_SECONDS), cost * MIN_REQUESTS), tokens * MIN_REQUESTS
+        return (max(int(piece.rate_cost * HORIZON_SECONDS), cost * MIN_REQUESTS),
+                max(int(piece.rate_tokens * HORIZON_SECONDS), tokens * MIN_REQUESTS))
 
     async def _top_up(self, piece: _Slice, cost: int, tokens: int, *, wait: bool) -> bool:
         """Ask for more of the slice's allowance, or wait for the top-up already asked for; False
