@@ -1,6 +1,7 @@
 """Analytics at scale: demo-data of 100,000 and 1,000,000 records over 90 days, on SQLite and
-PostgreSQL, then cold stats (empty cache), filtered stats, the first sessions page, and the RSS
-growth of the proxy while it streams the whole CSV export.
+PostgreSQL, then cold stats (empty cache), filtered stats (by user, session, tag and provider),
+stats grouped by a tag, the first sessions page, and the RSS growth of the proxy while it
+streams the whole CSV export.
 
     .venv/bin/python bench/analytics.py                       # both sizes, both databases
     .venv/bin/python bench/analytics.py --sizes 100000 --databases sqlite
@@ -64,6 +65,9 @@ def measure(database: str, size: int, workdir: Path, log: Any) -> dict[str, Any]
         row["stats_30d_cold_ms"], _ = get(f"{base}/api/usage/stats?period=30d")
         row["stats_30d_user_ms"], _ = get(f"{base}/api/usage/stats?period=30d&user_id={record['user_id']}")
         row["stats_30d_session_ms"], _ = get(f"{base}/api/usage/stats?period=30d&session_id={record['session_id']}")
+        row["stats_30d_by_tag_ms"], _ = get(f"{base}/api/usage/stats?period=30d&by_tag=feature")
+        row["stats_30d_tag_ms"], _ = get(f"{base}/api/usage/stats?period=30d&tag=team:search")
+        row["stats_30d_provider_ms"], _ = get(f"{base}/api/usage/stats?period=30d&provider=anthropic")
         row["sessions_page_ms"], _ = get(f"{base}/api/usage/sessions?limit=50&offset=0")
         row["stats_90d_cold_ms"], _ = get(f"{base}/api/usage/stats?period=90d")
         rows, seconds, growth = export_growth(base, proxy.pid)
@@ -91,7 +95,8 @@ def main() -> None:
             for size in (int(n) for n in args.sizes.split(",")):
                 rows.append(measure(database, size, workdir, log))
     columns = ["database", "records", "demo_data_s", "stats_30d_cold_ms", "stats_30d_user_ms", "stats_30d_session_ms",
-               "sessions_page_ms", "stats_90d_cold_ms", "export_s", "export_rss_growth_mb"]
+               "stats_30d_by_tag_ms", "stats_30d_tag_ms", "stats_30d_provider_ms", "sessions_page_ms",
+               "stats_90d_cold_ms", "export_s", "export_rss_growth_mb"]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for row in rows:
