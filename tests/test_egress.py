@@ -29,11 +29,17 @@ from conftest import free_port, serve_in_thread
 from fake_upstream import FakeUpstream
 from processes import KEY, Proxy
 from test_http1 import OK, raw_server, read_all, read_request
+from tokenmeter_proxy.alerts import MODEL_UNPRICED, Alert
 from tokenmeter_proxy.config import Settings
 from tokenmeter_proxy.errors import UpstreamError, UpstreamTimeout
 from tokenmeter_proxy.http1 import Http1Upstream
 from tokenmeter_proxy.http1_tunnel import ForwardProxy
+from tokenmeter_proxy.storage.engine import engine_from_url
+from tokenmeter_proxy.storage.outbox import OutboxStore
+from tokenmeter_proxy.types import utc_now
 from tokenmeter_proxy.upstream import create_upstream, forward_proxy
+from tokenmeter_proxy.webhooks import Webhooks
+from webhook_receiver import SECRET, receiver
 
 TINYPROXY = Path("/usr/bin/tinyproxy")
 needs_tinyproxy = pytest.mark.skipif(not TINYPROXY.exists(), reason="the forward proxy tests need Debian's "
@@ -453,3 +459,27 @@ def test_without_the_ca_bundle_the_client_gets_a_502_that_says_what_to_do(
     message = caught.value.response.json()["error"]["message"]
     assert "could not be verified" in message and "TOKENMETER_UPSTREAM_CA_BUNDLE" in message, message
     assert PROXY_PASSWORD not in message and PROXY_PASSWORD not in proxy.log.read_text()
+
+
+@needs_tinyproxy
+@pytest.mark.anyio
+async def test_alert_webhooks_go_through_the_same_forward_proxy(
+        tinyproxy: Tinyproxy, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", tinyproxy.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    engine = engine_from_url(sqlite_url)
+    with receiver() as hooks:
+        url = hooks.base + "/ok/proxied"
+        sender = Webhooks([url], SECRET, OutboxStore(engine), clock=utc_now, host="test-host")
+        task = asyncio.create_task(sender.run())
+        try:
+            await asyncio.sleep(0)
+            sender.emit(Alert(MODEL_UNPRICED, {"model": "acme-1", "provider": "openai"}, key="unpriced acme-1"))
+            [delivery] = await asyncio.to_thread(hooks.wait, "/ok/proxied", MODEL_UNPRICED)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            engine.dispose()
+    assert "tinyproxy" in delivery["headers"]["via"]
+    assert f"POST {url} HTTP/1.1" in tinyproxy.logged()

@@ -109,8 +109,9 @@ class Webhooks:
     async def run(self) -> None:
         """Store queued alerts and deliver due events until cancelled."""
         self._loop = asyncio.get_running_loop()
+        # trust_env: receivers are reached through HTTPS_PROXY / HTTP_PROXY / NO_PROXY like the upstreams
         client = httpx.AsyncClient(transport=self.transport, timeout=httpx.Timeout(ATTEMPT_TIMEOUT),
-                                   follow_redirects=False, trust_env=False,
+                                   follow_redirects=False, trust_env=True,
                                    limits=httpx.Limits(max_connections=MAX_IN_FLIGHT_PER_URL * max(len(self.urls), 1)))
         try:
             await asyncio.gather(self._store_queued(), self._send(client))
