@@ -154,6 +154,19 @@ async def test_put_replaces_the_budget_of_the_same_subject_and_period(proxy: htt
                               "spent_tokens", "reserved_cost", "reserved_tokens", "resets_at"}
 
 
+async def test_a_user_budget_sent_back_as_listed_replaces_itself_under_hashed_user_ids(
+        settings: Settings, fake_upstream: FakeUpstream) -> None:
+    app = create_app(Settings(**{**settings.__dict__, "user_id_hash_secret": "pepper"}),
+                     transport=httpx.ASGITransport(app=fake_upstream.app))
+    async with proxy_client(app) as proxy:
+        first = await put_budget(proxy, scope="user", subject="alice@example.com", period="day", max_cost=1)
+        listed = first.json()["subject"]
+        assert listed.startswith("u_") and "alice" not in listed
+        again = await put_budget(proxy, scope="user", subject=listed, period="day", max_cost=2)  # the dashboard's edit
+        assert (first.status_code, again.status_code) == (201, 200) and again.json()["id"] == first.json()["id"]
+        assert len((await proxy.get("/api/budgets", headers=admin_headers())).json()["budgets"]) == 1
+
+
 @pytest.mark.parametrize("body", [
     {"scope": "planet", "subject": "x", "period": "day", "max_cost": 1},
     {"scope": "session", "subject": "x", "period": "day", "max_cost": -1},
