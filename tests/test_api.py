@@ -13,6 +13,7 @@ from conftest import ADMIN_TOKEN, admin_headers, proxy_client
 from test_storage import NOW, record
 from tokenmeter_proxy.app import create_app
 from tokenmeter_proxy.config import Settings
+from tokenmeter_proxy.openapi import admin_openapi
 from tokenmeter_proxy.storage.engine import engine_from_url
 from tokenmeter_proxy.storage.repository import Repository
 
@@ -119,6 +120,9 @@ async def test_sessions_newest_first_with_paging(api: httpx.AsyncClient) -> None
     assert set(first) == {"session_id", "first_seen", "last_seen", "requests", "input_tokens", "output_tokens", "cost",
                           "providers"}
     assert first["providers"] == [{"provider": "openai", "requests": 2, "cost": 0.0015}]
+    described = admin_openapi()["components"]["schemas"]["Sessions"]["properties"]["sessions"]["items"]
+    assert set(described["required"]) == set(first)
+    assert set(described["properties"]["providers"]["items"]["required"]) == set(first["providers"][0])
     assert first["first_seen"] == "2026-11-25T10:00:00Z" and first["last_seen"] == "2026-11-25T11:00:00Z"
     assert first["requests"] == 2 and first["cost"] == 0.0015
     rest = (await api.get("/api/usage/sessions", params={"limit": "2", "offset": "2"})).json()

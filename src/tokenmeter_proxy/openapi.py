@@ -204,7 +204,9 @@ def admin_openapi() -> dict[str, Any]:
                 "WidgetLink": _object({"url": {"type": "string"}, "path": {"type": "string"},
                                        "expires_at": _TIME}),
                 "Sessions": _object({"total": _COUNT, "sessions": {"type": "array", "items": _object({
-                    "session_id": {"type": "string"}, "first_seen": _TIME, "last_seen": _TIME, **_BRIEF})}}),
+                    "session_id": {"type": "string"}, "first_seen": _TIME, "last_seen": _TIME, **_BRIEF,
+                    "providers": {"type": "array", "items": _object({
+                        "provider": {"type": "string"}, "requests": _COUNT, "cost": _MONEY})}})}}),
                 "Session": _object({"session_id": {"type": "string"}, "totals": _TOTALS,
                                     "records": {"type": "array", "items": _RECORD}}),
                 "Records": _object({"records": {"type": "array", "items": _RECORD},
