@@ -258,7 +258,7 @@ def test_the_month_end_projection_adds_the_recent_rate_to_the_months_spend(proxy
     sign_in(page, proxy.url)
     ready(page)
     projected = page.locator("#projected")
-    page.wait_for_function("document.getElementById('projected').dataset.value !== undefined")
+    page.wait_for_selector("#projected[data-value]", state="attached")  # a string predicate would need eval: CSP
     daily = proxy.admin("/api/usage/stats", period="90d")["daily"]
     now = dt.datetime.now(dt.UTC)
     today = dt.date.fromisoformat(daily[-1]["date"])

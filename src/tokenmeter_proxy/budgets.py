@@ -229,7 +229,7 @@ def grant(standings: list[Standing], *, need: tuple[int, int], want: tuple[int, 
     """The (cost, tokens) to grant: at least `need` (else nothing), at most `want`, and beyond
     `need` at most half of the room the budgets have left, so that processes sharing the budgets
     share what remains, and its last part goes one request at a time. A dimension no budget
-    limits gets `need`. The SQL function `tokenmeter_lease` (migration 0013) does the same."""
+    limits gets `need`. The SQL function `tokenmeter_lease` (migrations 0013, 0014) does the same."""
     rooms = [[], []]  # type: list[list[int]]
     for standing in standings:
         budget = standing.applied.budget
