@@ -7,7 +7,8 @@ ratios taken in one run do not).
 
 Targets: direct, naive_httpx, naive_aiohttp (bench/baselines.py), tokenmeter (SQLite),
 tokenmeter_pg (PostgreSQL), and tokenmeter_budget / tokenmeter_pg_budget, where a default
-budget applies to every request (each is estimated with tiktoken and reserved first);
+budget applies to every request (each is estimated with tiktoken and admitted against it);
+tokenmeter_otel exports OpenTelemetry spans and metrics (OTLP/HTTP to the fake upstream);
 tokenmeter_pg_x2 is two proxies sharing one PostgreSQL behind nginx (deploy/nginx.conf). With
 --before DIR (a checkout of an earlier commit with its own .venv), a target named NAME_before is
 NAME served by that checkout, side by side with this one in the same run.
@@ -200,6 +201,9 @@ class Target:
             if self.kind.endswith("_budget"):
                 # every request then reserves against one budget (and is estimated with tiktoken first)
                 environ["TOKENMETER_DEFAULT_BUDGETS"] = '[{"scope": "session", "period": "day", "max_cost": 1000000}]'
+            if self.kind.endswith("_otel"):
+                # spans and metrics exported over OTLP/HTTP; the fake upstream answers 200 to /v1/traces too
+                environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = self.upstream.removesuffix("/v1")
             if self.kind.endswith("_x2"):
                 self._replicas(environ)
                 return self
@@ -265,8 +269,8 @@ class Target:
 
 
 def clean_environ() -> dict[str, str]:
-    """This environment without the TOKENMETER_ settings, which would leak into the proxies."""
-    return {key: value for key, value in os.environ.items() if not key.startswith("TOKENMETER_")}
+    """This environment without the TOKENMETER_ and OTEL_ settings, which would leak into the proxies."""
+    return {key: value for key, value in os.environ.items() if not key.startswith(("TOKENMETER_", "OTEL_"))}
 
 
 def create_postgres() -> str:
@@ -396,8 +400,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="direct,naive_httpx,naive_aiohttp,tokenmeter,tokenmeter_pg,"
-                                          "tokenmeter_pg_budget")
+    parser.add_argument("--only", default="direct,naive_httpx,naive_aiohttp,tokenmeter,tokenmeter_budget,"
+                                          "tokenmeter_otel,tokenmeter_pg,tokenmeter_pg_budget")
     parser.add_argument("--scenarios", default="nonstream,stream,astream")
     parser.add_argument("--concurrency", default="1,64")
     parser.add_argument("--streams", default="64,256")
