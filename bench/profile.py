@@ -30,7 +30,9 @@ LAYERS = [  # first match wins, checked against each frame from the leaf up
                                       "tokenmeter_proxy/openai_usage.py", "tokenmeter_proxy/identity.py")),
     ("metering + pricing + metrics", ("tokenmeter_proxy/metering.py", "tokenmeter_proxy/pricing.py",
                                       "tokenmeter_proxy/metrics.py", "prometheus_client", "decimal")),
-    ("budgets", ("tokenmeter_proxy/budget",)),
+    ("budgets", ("tokenmeter_proxy/budget", "tokenmeter_proxy/leases.py")),
+    ("telemetry", ("tokenmeter_proxy/telemetry.py", "tokenmeter_proxy/otlp.py", "tokenmeter_proxy/histograms.py",
+                   "tokenmeter_proxy/tracecontext.py", "opentelemetry")),
     ("storage (writer thread, SQL)", ("tokenmeter_proxy/storage", "sqlalchemy", "sqlite3")),
     ("upstream client", ("tokenmeter_proxy/http1.py", "tokenmeter_proxy/upstream.py", "aiohttp", "httpx",
                          "httpcore")),
@@ -76,7 +78,7 @@ def _layer(frames: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenario", choices=["nonstream", "stream", "astream"], default="nonstream")
-    targets = ["tokenmeter", "tokenmeter_pg", "tokenmeter_budget", "tokenmeter_pg_budget"]
+    targets = ["tokenmeter", "tokenmeter_pg", "tokenmeter_budget", "tokenmeter_pg_budget", "tokenmeter_otel"]
     parser.add_argument("--target", default="tokenmeter", choices=targets + [t + "_before" for t in targets])
     parser.add_argument("--before", help="the checkout serving a *_before target (as in bench/run.py)")
     parser.add_argument("--seconds", type=int, default=10)

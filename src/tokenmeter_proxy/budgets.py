@@ -57,9 +57,16 @@ class Identity:
 
     def subjects(self, scope: str) -> list[str]:
         """The request's subjects of a scope: one or none, and for `tag` one per tag (`name:value`)."""
-        if scope == "tag":
+        if scope == "session":
+            subject = self.session_id
+        elif scope == "user":
+            subject = self.user_id
+        elif scope == "key":
+            subject = self.api_key_id
+        elif scope == "global":
+            return ["*"]
+        else:
             return [f"{name}:{value}" for name, value in self.tags.items()]
-        subject = {"session": self.session_id, "user": self.user_id, "key": self.api_key_id, "global": "*"}[scope]
         return [] if subject is None else [subject]
 
 

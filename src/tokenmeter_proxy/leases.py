@@ -22,7 +22,6 @@ given back; a process that dies stops renewing its leases, and they lapse.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import logging
 import math
@@ -59,6 +58,7 @@ class _Slice:
     scope: str
     subject: str
     budgets: tuple[Budget, ...]
+    limits: tuple[bool, bool] = (False, False)  # whether they limit cost, tokens (kept by `use`)
     # the lease row, as it will be once every record settled here is stored: below zero when
     # records cost more than the slice held (grants fill that first, in the database as here)
     held_cost: int = 0
@@ -73,10 +73,11 @@ class _Slice:
     last_admit: float = 0.0
     topping_up: asyncio.Task[bool] | None = None
 
-    @property
-    def limits(self) -> tuple[bool, bool]:
-        return (any(budget.max_cost is not None for budget in self.budgets),
-                any(budget.max_tokens is not None for budget in self.budgets))
+    def use(self, budgets: tuple[Budget, ...]) -> None:
+        """Admit under these budgets from now on (all the subject's: those of the request's scope)."""
+        self.budgets = budgets
+        self.limits = (any(budget.max_cost is not None for budget in budgets),
+                       any(budget.max_tokens is not None for budget in budgets))
 
     def shortfall(self, cost: int, tokens: int) -> tuple[int, int]:
         """What the slice lacks to admit a request of this estimate, in the limited dimensions."""
@@ -148,8 +149,8 @@ class Leases:
         self._admitted[request_id] = _Admitted([(piece, cost, tokens) for piece in slices])
         verdict = judge([standing for piece in slices for standing in self._local_standings(piece, cost, tokens)],
                         estimate, now=now, currency=currency, allow_unpriced=True)
-        return dataclasses.replace(verdict, admitted=True, refusals=[], refused_scopes=[], exhausted=[],
-                                   retry_after=None)
+        return Decision(admitted=True, remaining_cost=verdict.remaining_cost,  # the headers' figures
+                        remaining_tokens=verdict.remaining_tokens, warnings=verdict.warnings)
 
     def settled(self, request_id: str, cost: Decimal | None, tokens: int) -> None:
         """An admitted request's record is made: its estimate leaves the slices, its cost is
@@ -195,7 +196,7 @@ class Leases:
         for key, piece in self._slices.items():
             if _versions([b for b in piece.budgets if b.id is not None]) == _versions(current.get(key, [])):
                 continue
-            piece.budgets = ()  # re-read at the next admission
+            piece.use(())  # re-read at the next admission
             free_cost, free_tokens = piece.free
             piece.held_cost -= free_cost
             piece.held_tokens -= free_tokens
@@ -225,12 +226,12 @@ class Leases:
         if dropped:
             await asyncio.to_thread(self.store.shrink, self.lease_id, [], dropped=dropped, expires_at=self._expiry())
 
-    def _slice(self, scope: str, subject: str, budgets: list[Budget]) -> _Slice:
+    def _slice(self, scope: str, subject: str, budgets: tuple[Budget, ...]) -> _Slice:
         piece = self._slices.get((scope, subject))
         if piece is None:
-            piece = self._slices[(scope, subject)] = _Slice(scope, subject, tuple(budgets))
-        elif _versions(list(piece.budgets)) != _versions(budgets):
-            piece.budgets = tuple(budgets)
+            piece = self._slices[(scope, subject)] = _Slice(scope, subject, ())
+        if piece.budgets != budgets:  # the same objects until the budgets are reloaded: compared by identity
+            piece.use(budgets)
         return piece
 
     def _target(self, piece: _Slice, cost: int, tokens: int) -> tuple[int, int]:
@@ -279,9 +280,10 @@ class Leases:
         for standing in self._read_standings(piece):  # a lease below zero was read as reserving nothing
             others_cost = max(e10(standing.reserved_cost) - max(held_cost, 0), 0)
             others_tokens = max(standing.reserved_tokens - max(held_tokens, 0), 0)
-            found.append(dataclasses.replace(
-                standing, spent_cost=standing.spent_cost + _money(settled_cost), spent_tokens=standing.spent_tokens
-                + settled_tokens, reserved_cost=_money(others_cost + piece.inflight_cost - cost),
+            found.append(Standing(
+                standing.applied, spent_cost=standing.spent_cost + _money(settled_cost),
+                spent_tokens=standing.spent_tokens + settled_tokens,
+                reserved_cost=_money(others_cost + piece.inflight_cost - cost),
                 reserved_tokens=others_tokens + piece.inflight_tokens - tokens))
         return found
 
@@ -316,11 +318,11 @@ class Leases:
         return self.clock() + dt.timedelta(seconds=self.lease_seconds)
 
 
-def _by_subject(applied: list[Applied]) -> dict[tuple[str, str], list[Budget]]:
+def _by_subject(applied: list[Applied]) -> dict[tuple[str, str], tuple[Budget, ...]]:
     found: dict[tuple[str, str], list[Budget]] = defaultdict(list)
     for item in applied:
         found[(item.budget.scope, item.subject)].append(item.budget)
-    return found
+    return {key: tuple(budgets) for key, budgets in found.items()}
 
 
 def _versions(budgets: list[Budget]) -> list[tuple[Any, ...]]:
