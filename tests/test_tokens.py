@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import tiktoken
 
 from tokenmeter_proxy.tokens import (
     CL100K_BASE,
@@ -321,3 +322,22 @@ def test_malformed_bodies_never_raise(endpoint: Any, body: object) -> None:
     count = count_input(endpoint, "gpt-4o", body, b"{}")
     assert isinstance(count, int)
     assert count >= 0
+
+
+
+def test_a_conversation_sent_again_is_counted_only_where_it_is_new(monkeypatch: pytest.MonkeyPatch) -> None:
+    encoding = tiktoken.get_encoding(O200K_BASE)
+    encoded: list[str] = []
+    real = encoding.encode_ordinary
+
+    def counting(text: str) -> list[int]:
+        encoded.append(text)
+        return real(text)
+
+    monkeypatch.setattr(encoding, "encode_ordinary", counting)
+    history = "Summarise the figures of the last quarter for the board, please. " * 20
+    first = gpt_4o(history)
+    assert first == len(real(history))
+    assert gpt_4o(history) == first and encoded == [history]  # the next turn: remembered
+    huge = "word " * 250_001  # over the cache's limit for one text: counted each time, never an error
+    assert gpt_4o(huge) == gpt_4o(huge) and encoded.count(huge) == 2

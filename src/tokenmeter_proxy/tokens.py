@@ -15,11 +15,13 @@ tiktoken downloads its vocabularies on first use, and a proxy may have no intern
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
 import tiktoken
+from cachetools import LRUCache
 
 O200K_BASE: Final = "o200k_base"
 CL100K_BASE: Final = "cl100k_base"
@@ -181,8 +183,31 @@ def _encoding(model: str | None) -> tiktoken.Encoding:
 
 
 def _n(encoding: tiktoken.Encoding, text: str) -> int:
-    # encode_ordinary never raises on "<|endoftext|>" and skips the special-token scan encode does.
-    return len(encoding.encode_ordinary(text)) if text else 0
+    if not text:
+        return 0
+    if len(text) > _CACHED_UP_TO_CHARS:
+        return len(encoding.encode_ordinary(text))
+    key = (encoding.name, text)
+    with _counted_lock:
+        found = _counted.get(key)
+    if found is None:
+        # encode_ordinary never raises on "<|endoftext|>" and skips the special-token scan encode does
+        found = len(encoding.encode_ordinary(text)), len(text) + _ENTRY_CHARS
+        with _counted_lock:
+            _counted[key] = found
+    return found[0]
+
+
+# A chat app sends the whole conversation again on every turn (the system prompt, the roles, the
+# history), so most of a request's text was counted before: the counts of the texts seen lately
+# are kept (up to 8M characters' worth), and a turn costs counting what is new in it. This also
+# saves handing the GIL to another thread and back, which tiktoken does for every text it encodes.
+# Counting runs on the event loop and in threads, hence the lock.
+_CACHED_UP_TO_CHARS: Final = 1_000_000
+_ENTRY_CHARS: Final = 64  # what an entry costs besides its text, roughly, in characters
+_counted: LRUCache[tuple[str, str], tuple[int, int]] = LRUCache(  # (encoding, text) -> (tokens, size)
+    maxsize=8_000_000, getsizeof=lambda found: found[1])
+_counted_lock = threading.Lock()
 
 
 def _base_model(model: str | None) -> str:
