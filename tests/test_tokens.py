@@ -339,5 +339,7 @@ def test_a_conversation_sent_again_is_counted_only_where_it_is_new(monkeypatch: 
     first = gpt_4o(history)
     assert first == len(real(history))
     assert gpt_4o(history) == first and encoded == [history]  # the next turn: remembered
+    role = "a role only this test names"
+    assert gpt_4o(role) == gpt_4o(role) == len(real(role)) and encoded.count(role) == 1  # short ones too
     huge = "word " * 250_001  # over the cache's limit for one text: counted each time, never an error
     assert gpt_4o(huge) == gpt_4o(huge) and encoded.count(huge) == 2

@@ -14,6 +14,7 @@ tiktoken downloads its vocabularies on first use, and a proxy may have no intern
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Iterator
@@ -185,24 +186,33 @@ def _encoding(model: str | None) -> tiktoken.Encoding:
 def _n(encoding: tiktoken.Encoding, text: str) -> int:
     if not text:
         return 0
+    if len(text) <= _SHORT_CHARS:
+        return _short_count(encoding, text)
     if len(text) > _CACHED_UP_TO_CHARS:
-        return len(encoding.encode_ordinary(text))
+        return _count(encoding, text)
     key = (encoding.name, text)
     with _counted_lock:
         found = _counted.get(key)
     if found is None:
-        # encode_ordinary never raises on "<|endoftext|>" and skips the special-token scan encode does
-        found = len(encoding.encode_ordinary(text)), len(text) + _ENTRY_CHARS
+        found = _count(encoding, text), len(text) + _ENTRY_CHARS
         with _counted_lock:
             _counted[key] = found
     return found[0]
 
 
+def _count(encoding: tiktoken.Encoding, text: str) -> int:
+    # encode_ordinary never raises on "<|endoftext|>" and skips the special-token scan encode does
+    return len(encoding.encode_ordinary(text))
+
+
 # A chat app sends the whole conversation again on every turn (the system prompt, the roles, the
 # history), so most of a request's text was counted before: the counts of the texts seen lately
-# are kept (up to 8M characters' worth), and a turn costs counting what is new in it. This also
-# saves handing the GIL to another thread and back, which tiktoken does for every text it encodes.
-# Counting runs on the event loop and in threads, hence the lock.
+# are kept, and a turn costs counting what is new in it. This also saves handing the GIL to
+# another thread and back, which tiktoken does for every text it encodes. Short texts (roles,
+# names, short messages) in a cache by count (8,192 of at most 512 characters), longer ones in
+# one by size (8M characters' worth), locked: counting runs on the event loop and in threads.
+_SHORT_CHARS: Final = 512
+_short_count = functools.lru_cache(maxsize=8192)(_count)
 _CACHED_UP_TO_CHARS: Final = 1_000_000
 _ENTRY_CHARS: Final = 64  # what an entry costs besides its text, roughly, in characters
 _counted: LRUCache[tuple[str, str], tuple[int, int]] = LRUCache(  # (encoding, text) -> (tokens, size)
