@@ -68,6 +68,7 @@ class _Slice:
     standings: list[Standing] = field(default_factory=list)  # as last read, for the response headers
     held_at_read: tuple[int, int] = (0, 0)
     settled_since_read: tuple[int, int] = (0, 0)
+    floors: list[_Floor] = field(default_factory=list)  # the standings as used by others, in units
     rate_cost: float = 0.0  # estimates admitted per second (cost in 10^-10 units, tokens), smoothed
     rate_tokens: float = 0.0
     last_admit: float = 0.0
@@ -147,6 +148,12 @@ class Leases:
                 piece.topping_up = asyncio.create_task(self._grant(piece, cost, tokens))  # ahead of need
                 piece.topping_up.add_done_callback(_logged)
         self._admitted[request_id] = _Admitted([(piece, cost, tokens) for piece in slices])
+        room = _room(slices, cost, tokens)
+        if room is not None:
+            remaining_cost, remaining_tokens = room
+            return Decision(admitted=True, remaining_cost=None if remaining_cost is None else _money(remaining_cost),
+                            remaining_tokens=remaining_tokens)
+        # a budget past its warning (rare): worded by judge, from the same figures
         verdict = judge([standing for piece in slices for standing in self._local_standings(piece, cost, tokens)],
                         estimate, now=now, currency=currency, allow_unpriced=True)
         return Decision(admitted=True, remaining_cost=verdict.remaining_cost,  # the headers' figures
@@ -263,6 +270,7 @@ class Leases:
             piece.held_cost += granted.cost_e10
             piece.held_tokens += granted.tokens
             piece.standings, piece.held_at_read, piece.settled_since_read = granted.standings, held, (0, 0)
+            piece.floors = [_Floor.of(standing, held) for standing in granted.standings]
             return bool(granted.cost_e10 or granted.tokens) or not any(need)
         finally:
             piece.topping_up = None
@@ -316,6 +324,56 @@ class Leases:
 
     def _expiry(self) -> dt.datetime:
         return self.clock() + dt.timedelta(seconds=self.lease_seconds)
+
+
+@dataclass(frozen=True)
+class _Floor:
+    """A budget as read with a grant, in units: what was spent, plus what others reserved (this
+    process's lease aside), and where its warning starts (None: no such limit)."""
+
+    cost: int
+    tokens: int
+    max_cost: int | None
+    max_tokens: int | None
+    warn_cost: int | None
+    warn_tokens: int | None
+
+    @classmethod
+    def of(cls, standing: Standing, held: tuple[int, int]) -> _Floor:
+        budget = standing.applied.budget  # a lease below zero was read as reserving nothing
+        others_cost = max(e10(standing.reserved_cost) - max(held[0], 0), 0)
+        others_tokens = max(standing.reserved_tokens - max(held[1], 0), 0)
+        max_cost = None if budget.max_cost is None else e10(budget.max_cost)
+        return cls(cost=e10(standing.spent_cost) + others_cost, tokens=standing.spent_tokens + others_tokens,
+                   max_cost=max_cost, max_tokens=budget.max_tokens,
+                   warn_cost=None if max_cost is None else math.ceil(budget.warn_at * max_cost),
+                   warn_tokens=None if budget.max_tokens is None else math.ceil(budget.warn_at * budget.max_tokens))
+
+
+def _room(slices: list[_Slice], cost: int, tokens: int) -> tuple[int | None, int | None] | None:
+    """What the budgets have left once this request's estimate is counted, in units, as the
+    response headers say it (judge's arithmetic on `_local_standings`, without building them);
+    None when a budget reached its warning, or nothing was read yet: judge words that."""
+    remaining_cost: int | None = None
+    remaining_tokens: int | None = None
+    for piece in slices:
+        if not piece.floors:
+            return None
+        settled_cost, settled_tokens = piece.settled_since_read
+        used_cost = settled_cost + piece.inflight_cost - cost  # before this request, as judge sees it
+        used_tokens = settled_tokens + piece.inflight_tokens - tokens
+        for floor in piece.floors:
+            if floor.max_cost is not None and floor.warn_cost is not None:
+                if floor.cost + used_cost >= floor.warn_cost:
+                    return None
+                left = floor.max_cost - floor.cost - used_cost - cost
+                remaining_cost = left if remaining_cost is None else min(remaining_cost, left)
+            if floor.max_tokens is not None and floor.warn_tokens is not None:
+                if floor.tokens + used_tokens >= floor.warn_tokens:
+                    return None
+                left = floor.max_tokens - floor.tokens - used_tokens - tokens
+                remaining_tokens = left if remaining_tokens is None else min(remaining_tokens, left)
+    return remaining_cost, remaining_tokens
 
 
 def _by_subject(applied: list[Applied]) -> dict[tuple[str, str], tuple[Budget, ...]]:
