@@ -87,6 +87,21 @@ def test_a_lease_grants_what_is_needed_and_beyond_it_half_the_room_left(
     assert lease(store, budget, need=e10(Decimal("2.5")), want=e10(Decimal(9))).cost_e10 == e10(Decimal("2.5"))
 
 
+def test_settling_a_subject_twice_in_one_call_takes_both_amounts(stores: tuple[BudgetStore, Repository]) -> None:
+    store, repository = stores
+    budget = Budget("user", "u", "day", max_cost=Decimal(10), max_tokens=1000)
+    other = Budget("user", "v", "day", max_cost=Decimal(10), max_tokens=1000)
+    lease(store, budget, need=e10(Decimal(4)), want=e10(Decimal(4)))
+    store.lease(LeaseRequest(lease_id="lease-a", scope="user", subject="v", budgets=(other,), need=(e10(Decimal(2)), 0),
+                             want=(e10(Decimal(2)), 0)), now=NOW, expires_at=NOW + dt.timedelta(seconds=30))
+    with repository.engine.begin() as connection:
+        settle(connection, "lease-a", [("user", "u", e10(Decimal(1)), 0), ("user", "v", e10(Decimal(1)), 0),
+                                       ("user", "u", e10(Decimal(2)), 0)])
+    [u] = store.standings([Applied(budget, "u")], now=NOW)
+    [v] = store.standings([Applied(other, "v")], now=NOW)
+    assert (u.reserved_cost, v.reserved_cost) == (Decimal(1), Decimal(1))
+
+
 def test_a_lease_spent_past_zero_reserves_nothing_and_dropping_it_removes_it(
         stores: tuple[BudgetStore, Repository]) -> None:
     store, repository = stores

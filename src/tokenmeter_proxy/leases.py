@@ -184,14 +184,7 @@ class Leases:
     def stored(self, connection: Connection, values: Sequence[dict[str, Any]]) -> None:
         """In the transaction that stores records (the writer's thread): take what the records
         settled here cost from this process's lease rows."""
-        amounts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-        for row in values:
-            for scope, subject, cost, tokens in self._to_store.pop(row["id"], ()):
-                totals = amounts[(scope, subject)]
-                totals[0] += cost
-                totals[1] += tokens
-        settle(connection, self.lease_id, [(scope, subject, cost, tokens)
-                                           for (scope, subject), (cost, tokens) in amounts.items()])
+        settle(connection, self.lease_id, [amount for row in values for amount in self._to_store.pop(row["id"], ())])
 
     def changed(self, budgets: Sequence[Budget]) -> None:
         """The budgets were reloaded: what a slice holds free under budgets that changed (a limit

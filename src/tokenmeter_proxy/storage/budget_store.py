@@ -67,6 +67,12 @@ _SETTLE = text(
     "UPDATE budget_reservations SET cost_e10 = cost_e10 - :cost, tokens = tokens - :tokens "
     "WHERE request_id = :lease_id AND scope = :scope AND subject = :subject"
 )
+_SETTLE_POSTGRES = text(  # every subject of a batch in one statement (a process only updates its own rows)
+    "UPDATE budget_reservations AS r SET cost_e10 = r.cost_e10 - v.cost, tokens = r.tokens - v.tokens "
+    "FROM unnest(CAST(:scopes AS text[]), CAST(:subjects AS text[]), CAST(:costs AS bigint[]), "
+    "CAST(:tokens AS bigint[])) AS v(scope, subject, cost, tokens) "
+    "WHERE r.request_id = :lease_id AND r.scope = v.scope AND r.subject = v.subject"
+)
 
 
 class BudgetStore:
@@ -234,8 +240,19 @@ def settle(connection: Connection, lease_id: str, amounts: list[tuple[str, str, 
     as nothing reserved, as their spend already counts in full, and the next grants fill it first."""
     if not amounts:
         return
-    connection.execute(_SETTLE, [{"lease_id": lease_id, "scope": scope, "subject": subject, "cost": cost,
-                                  "tokens": tokens} for scope, subject, cost, tokens in sorted(amounts)])
+    totals: dict[tuple[str, str], list[int]] = {}
+    for scope, subject, cost, tokens in amounts:  # one row per subject: an UPDATE ... FROM applies one match
+        found = totals.setdefault((scope, subject), [0, 0])
+        found[0] += cost
+        found[1] += tokens
+    keys = sorted(totals)
+    if connection.dialect.name == "postgresql":
+        connection.execute(_SETTLE_POSTGRES, {
+            "lease_id": lease_id, "scopes": [scope for scope, _ in keys], "subjects": [subject for _, subject in keys],
+            "costs": [totals[key][0] for key in keys], "tokens": [totals[key][1] for key in keys]})
+        return
+    connection.execute(_SETTLE, [{"lease_id": lease_id, "scope": scope, "subject": subject, "cost": totals[key][0],
+                                  "tokens": totals[key][1]} for key in keys for scope, subject in (key,)])
 
 
 def _positive(column: ColumnElement[int]) -> ColumnElement[int]:
