@@ -19,7 +19,7 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests migrations bench
 	$(BIN)/mypy
 
-# make bench: direct vs naive pass-throughs vs tokenmeter (SQLite, PostgreSQL, with a budget), as ratios
+# make bench: direct vs naive pass-throughs vs tokenmeter (SQLite and PostgreSQL, each with and without a budget; SQLite with OTel export), as ratios
 # (BENCH_ARGS="--only tokenmeter_pg_x2 --scenarios mixed": two replicas behind nginx)
 bench: $(VENV)/.dev
 	$(BIN)/pip install --quiet -e '.[dev,bench]'

@@ -193,11 +193,15 @@ class Repository:
         since = naive_utc(filters.since)
         first_whole_day, boundary = _first_whole_day(since)
         rollup = filters.session_id is None and filters.user_id is None and filters.tag is None
-        joined = records_table.join(record_tags, and_(record_tags.c.record_id == c.id, record_tags.c.name == name))
         records = dataclasses.replace(filters, since=since, until=boundary if rollup else None)
-        partial = (select(record_tags.c.value.label("key"), *[total.label(measure) for total, measure in zip(
-            record_sums(), MEASURES, strict=True)]).select_from(joined).where(*_conditions(records))
-            .group_by(record_tags.c.value))
+        # each record of the window looks its tag up (by primary key): joined the other way round,
+        # SQLite read every record ever tagged with that name (2.3 s at 1M records)
+        value = (select(record_tags.c.value).where(record_tags.c.record_id == c.id, record_tags.c.name == name)
+                 .scalar_subquery())
+        window = select(value.label("key"), c.input_tokens, c.cached_input_tokens, c.output_tokens, c.cost_e10,
+                        c.usage_source).where(*_conditions(records)).subquery()
+        partial = (select(window.c.key, *[total.label(measure) for total, measure in zip(
+            record_sums(window.c), MEASURES, strict=True)]).where(window.c.key.is_not(None)).group_by(window.c.key))
         parts = [partial]
         if rollup:
             conditions = [daily_tag.c.day >= first_whole_day, daily_tag.c.name == name]
@@ -357,10 +361,14 @@ def _conditions(filters: Filters) -> list[ColumnElement[bool]]:
                           (c.provider, filters.provider)):
         if value is not None:
             conditions.append(column == value)
-    if filters.tag is not None:
+    if filters.tag is not None:  # the tag rows carry their record's time: an index range, not every such tag
         name, value = filters.tag
-        conditions.append(c.id.in_(select(record_tags.c.record_id).where(
-            record_tags.c.name == name, record_tags.c.value == value)))
+        tagged = [record_tags.c.name == name, record_tags.c.value == value]
+        if filters.since is not None:
+            tagged.append(record_tags.c.created_at >= naive_utc(filters.since))
+        if filters.until is not None:
+            tagged.append(record_tags.c.created_at < naive_utc(filters.until))
+        conditions.append(c.id.in_(select(record_tags.c.record_id).where(*tagged)))
     return conditions
 
 
