@@ -10,11 +10,11 @@ import pytest
 from tokenmeter_proxy.budgets import (
     Applied,
     Budget,
+    BudgetIndex,
     Estimate,
     Identity,
     Recent,
     Standing,
-    applicable,
     e10,
     forecast_exhausted_at,
     grant,
@@ -39,15 +39,17 @@ def test_a_subjects_own_budgets_apply_and_defaults_fill_the_periods_it_lacks() -
     own = {("session", "s-1"): [DAY], ("global", "*"): [Budget("global", "*", "month", max_cost=Decimal(100))]}
     defaults = [Budget("session", None, "day", max_cost=Decimal(1)),
                 Budget("session", None, "month", max_cost=Decimal(5)), Budget("user", None, "day", max_tokens=1000)]
-    found = applicable(own, defaults, Identity(session_id="s-1", user_id="u-1"))
+    found = BudgetIndex(own, defaults).applicable(Identity(session_id="s-1", user_id="u-1"))
     assert [(item.budget.scope, item.budget.period, item.subject, item.budget.max_cost) for item in found] == [
         ("session", "day", "s-1", Decimal("0.01")),      # its own day budget, not the default
         ("session", "month", "s-1", Decimal(5)),         # the default month budget
         ("user", "day", "u-1", None),                    # the user's default
         ("global", "month", "*", Decimal(100)),
     ]
-    assert applicable(own, [], Identity()) == [Applied(own[("global", "*")][0], "*")]
-    assert applicable({}, [], Identity(session_id="s-9")) == []
+    assert BudgetIndex(own, []).applicable(Identity()) == [Applied(own[("global", "*")][0], "*")]
+    assert BudgetIndex({}, []).applicable(Identity(session_id="s-9")) == []
+    assert BudgetIndex({}, defaults).applicable(Identity(session_id="s-9", user_id="u-1", tags={"a": "b"})) == [
+        Applied(defaults[0], "s-9"), Applied(defaults[1], "s-9"), Applied(defaults[2], "u-1")]
 
 
 @pytest.mark.parametrize(("period", "start", "reset"), [
@@ -138,8 +140,9 @@ def test_a_good_budget_parses_exactly() -> None:
 def test_a_tags_budgets_apply_to_requests_carrying_that_tag() -> None:
     search = Budget("tag", "team:search", "day", max_cost=Decimal(1), id=3)
     identity = Identity(session_id="s-1", tags={"team": "search", "feature": "summarize"})
-    assert [item.subject for item in applicable({("tag", "team:search"): [search]}, [], identity)] == ["team:search"]
-    assert applicable({("tag", "team:search"): [search]}, [], Identity(tags={"team": "ads"})) == []
+    budgets = BudgetIndex({("tag", "team:search"): [search]}, [])
+    assert [item.subject for item in budgets.applicable(identity)] == ["team:search"]
+    assert budgets.applicable(Identity(tags={"team": "ads"})) == []
 
 
 MONTH = Budget(scope="global", subject="*", period="month", max_cost=Decimal(100), max_tokens=10**9, id=2)

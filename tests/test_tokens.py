@@ -335,7 +335,7 @@ def test_a_conversation_sent_again_is_counted_only_where_it_is_new(monkeypatch: 
         return real(text)
 
     monkeypatch.setattr(encoding, "encode_ordinary", counting)
-    history = "Summarise the figures of the last quarter for the board, please. " * 20
+    history = "Summarise the figures of the last quarter for the board, please. " * 40  # 2,640 characters
     first = gpt_4o(history)
     assert first == len(real(history))
     assert gpt_4o(history) == first and encoded == [history]  # the next turn: remembered

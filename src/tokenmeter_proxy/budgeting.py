@@ -22,11 +22,10 @@ from .alerts import BUDGET_EXHAUSTED, BUDGET_WARNING, Alert, AlertSink, budget_k
 from .budgets import (
     Applied,
     Budget,
+    BudgetIndex,
     Decision,
     Estimate,
-    Identity,
     Standing,
-    applicable,
     budget_status,
     period_start,
 )
@@ -70,7 +69,7 @@ class BudgetGate:
         self.allow_unpriced = allow_unpriced
         self.fail_open = fail_open
         self.metrics = metrics
-        self._explicit: dict[tuple[str, str], list[Budget]] = {}
+        self._budgets = BudgetIndex({}, defaults)
         self._pending_refresh: asyncio.Future[None] | None = None
         self._refreshes_started = 0
         self._refresh_applied = 0
@@ -81,9 +80,7 @@ class BudgetGate:
 
     async def admit(self, exchange: Exchange) -> Decision | None:
         """None when no budget applies; otherwise the decision, with the estimate reserved if admitted."""
-        identity = Identity(session_id=exchange.session_id, user_id=exchange.user_id,
-                            api_key_id=exchange.api_key_id, tags=exchange.tags)
-        applied = applicable(self._explicit, self.defaults, identity)
+        applied = self._budgets.applicable(exchange)
         if not applied:
             return None
         table = self.prices()
@@ -147,7 +144,8 @@ class BudgetGate:
             rounds += 1
 
     async def _check_warnings(self, *, sweep: bool) -> None:
-        stored = {budget.id: budget for group in self._explicit.values() for budget in group if budget.id is not None}
+        stored = {budget.id: budget for group in self._budgets.explicit.values() for budget in group
+                  if budget.id is not None}
         now, stamp = self.clock(), self._touches
         due = [budget for budget_id, budget in stored.items()
                if (sweep or budget_id in self._touched or budget_id not in self._versions
@@ -197,7 +195,7 @@ class BudgetGate:
         explicit: dict[tuple[str, str], list[Budget]] = defaultdict(list)
         for budget in budgets:
             explicit[(budget.scope, budget.subject or "*")].append(budget)
-        self._explicit = dict(explicit)
+        self._budgets = BudgetIndex(dict(explicit), self.defaults)
         self.leases.changed(budgets)
 
     async def watch(self) -> None:

@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import BadRequest
 from .pricing import money_text
@@ -46,28 +46,42 @@ class Budget:
         return f"{who} ({self.period})"
 
 
+class Requester(Protocol):
+    """Who a request is for, and what for: what budgets can name (a metered exchange is one)."""
+
+    @property
+    def session_id(self) -> str | None: ...
+    @property
+    def user_id(self) -> str | None: ...
+    @property
+    def api_key_id(self) -> str | None: ...
+    @property
+    def tags(self) -> Mapping[str, str]: ...
+
+
 @dataclass(frozen=True)
 class Identity:
-    """Who a request is for, and what for: the subjects budgets can name."""
+    """A requester on its own."""
 
     session_id: str | None = None
     user_id: str | None = None
     api_key_id: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
-    def subjects(self, scope: str) -> list[str]:
-        """The request's subjects of a scope: one or none, and for `tag` one per tag (`name:value`)."""
-        if scope == "session":
-            subject = self.session_id
-        elif scope == "user":
-            subject = self.user_id
-        elif scope == "key":
-            subject = self.api_key_id
-        elif scope == "global":
-            return ["*"]
-        else:
-            return [f"{name}:{value}" for name, value in self.tags.items()]
-        return [] if subject is None else [subject]
+
+def subjects(requester: Requester, scope: str) -> list[str]:
+    """The request's subjects of a scope: one or none, and for `tag` one per tag (`name:value`)."""
+    if scope == "session":
+        subject = requester.session_id
+    elif scope == "user":
+        subject = requester.user_id
+    elif scope == "key":
+        subject = requester.api_key_id
+    elif scope == "global":
+        return ["*"]
+    else:
+        return [f"{name}:{value}" for name, value in requester.tags.items()]
+    return [] if subject is None else [subject]
 
 
 @dataclass(frozen=True)
@@ -112,19 +126,31 @@ class Decision:
     exhausted: list[Budget] = field(default_factory=list)  # refused because spent + reserved reached a limit
 
 
-def applicable(explicit: Mapping[tuple[str, str], list[Budget]], defaults: Iterable[Budget],
-               identity: Identity) -> list[Applied]:
-    """The budgets that limit a request: each subject's own budgets, and for every scope and
-    period it has no budget of its own, the default from configuration."""
-    found: list[Applied] = []
-    for scope in SCOPES:
-        for subject in identity.subjects(scope):
-            own = explicit.get((scope, subject), [])
-            found += [Applied(budget, subject) for budget in own]
-            covered = {budget.period for budget in own}
-            found += [Applied(budget, subject) for budget in defaults
-                      if budget.scope == scope and budget.period not in covered]
-    return found
+class BudgetIndex:
+    """Budgets by what they apply to: the stored ones by (scope, subject), the defaults from
+    configuration by scope. Built whenever the budgets change; asked on every metered request."""
+
+    def __init__(self, explicit: Mapping[tuple[str, str], list[Budget]], defaults: Iterable[Budget]) -> None:
+        self.explicit = explicit
+        self._defaults = {scope: tuple(budget for budget in defaults if budget.scope == scope) for scope in SCOPES}
+        named = {scope for scope, _ in explicit}
+        self._scopes = tuple(scope for scope in SCOPES if scope in named or self._defaults[scope])
+
+    def applicable(self, requester: Requester) -> list[Applied]:
+        """The budgets that limit a request: each subject's own budgets, and for every scope and
+        period it has no budget of its own, the default from configuration."""
+        found: list[Applied] = []
+        for scope in self._scopes:  # only scopes some budget names: most requests ask one or two
+            defaults = self._defaults[scope]
+            for subject in subjects(requester, scope):
+                own = self.explicit.get((scope, subject))
+                if own is None:
+                    found += [Applied(budget, subject) for budget in defaults]
+                    continue
+                found += [Applied(budget, subject) for budget in own]
+                covered = {budget.period for budget in own}
+                found += [Applied(budget, subject) for budget in defaults if budget.period not in covered]
+        return found
 
 
 def period_start(period: str, now: dt.datetime) -> dt.datetime:

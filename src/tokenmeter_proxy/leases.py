@@ -130,15 +130,14 @@ class Leases:
                     allow_unpriced: bool) -> Decision:
         """Admit the request if every subject's slice has room for its estimate (topping slices up
         from the database only when one is short), and hold the estimate until it settles."""
-        now = self.clock()
         if estimate.cost is None and not allow_unpriced and any(item.budget.max_cost is not None for item in applied):
-            return judge([Standing(item) for item in applied], estimate, now=now, currency=currency)
+            return judge([Standing(item) for item in applied], estimate, now=self.clock(), currency=currency)
         cost, tokens = e10(estimate.cost or Decimal(0)), estimate.tokens
         slices = [self._slice(scope, subject, budgets) for (scope, subject), budgets in _by_subject(applied).items()]
         while short := [piece for piece in slices if any(piece.shortfall(cost, tokens))]:
             for piece in short:
                 if not await self._top_up(piece, cost, tokens, wait=True):
-                    return judge(self._read_standings(piece), estimate, now=now, currency=currency)
+                    return judge(self._read_standings(piece), estimate, now=self.clock(), currency=currency)
         moment = time.monotonic()
         for piece in slices:
             piece.inflight_cost += cost
@@ -155,7 +154,7 @@ class Leases:
                             remaining_tokens=remaining_tokens)
         # a budget past its warning (rare): worded by judge, from the same figures
         verdict = judge([standing for piece in slices for standing in self._local_standings(piece, cost, tokens)],
-                        estimate, now=now, currency=currency, allow_unpriced=True)
+                        estimate, now=self.clock(), currency=currency, allow_unpriced=True)
         return Decision(admitted=True, remaining_cost=verdict.remaining_cost,  # the headers' figures
                         remaining_tokens=verdict.remaining_tokens, warnings=verdict.warnings)
 
@@ -370,10 +369,11 @@ def _room(slices: list[_Slice], cost: int, tokens: int) -> tuple[int | None, int
 
 
 def _by_subject(applied: list[Applied]) -> dict[tuple[str, str], tuple[Budget, ...]]:
-    found: dict[tuple[str, str], list[Budget]] = defaultdict(list)
+    found: dict[tuple[str, str], tuple[Budget, ...]] = {}
     for item in applied:
-        found[(item.budget.scope, item.subject)].append(item.budget)
-    return {key: tuple(budgets) for key, budgets in found.items()}
+        key = (item.budget.scope, item.subject)
+        found[key] = (*found.get(key, ()), item.budget)
+    return found
 
 
 def _versions(budgets: list[Budget]) -> list[tuple[Any, ...]]:

@@ -81,6 +81,11 @@ def encoding_name_for(model: str | None) -> str:
     Provider prefixes ("openai/gpt-4o") and fine-tune prefixes ("ft:gpt-4o-mini:org::id") are
     ignored. Only these two encodings ship offline, so no model maps to any other.
     """
+    return _encoding_name(model if isinstance(model, str) else None)
+
+
+@functools.lru_cache(maxsize=1024)  # a client names few models: looked up once each
+def _encoding_name(model: str | None) -> str:
     name = _base_model(model)
     if name.startswith(_O200K_PREFIXES):
         return O200K_BASE
@@ -125,17 +130,23 @@ def count_chat_input(model: str | None, body: object) -> int:
     """
     if not isinstance(body, dict):
         return 0
-    encoding_name = encoding_name_for(model)
+    encoding_name, per_message, per_name = _chat_framing(model if isinstance(model, str) else None)
     encoding = tiktoken.get_encoding(encoding_name)
-    if _base_model(model) in _LEGACY_MODELS:
-        per_message, per_name = _LEGACY_PER_MESSAGE, _LEGACY_PER_NAME
-    else:
-        per_message, per_name = _PER_MESSAGE, _PER_NAME
     total = _REPLY_PRIMING
-    for message in _dicts(body.get("messages")):
-        total += per_message + _message_tokens(encoding, message, per_name)
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else ():
+        if isinstance(message, dict):
+            total += per_message + _message_tokens(encoding, message, per_name)
     functions = [*_functions(body.get("tools")), *_functions(body.get("functions"))]
     return total + _tools_tokens(encoding, encoding_name, functions)
+
+
+@functools.lru_cache(maxsize=1024)
+def _chat_framing(model: str | None) -> tuple[str, int, int]:
+    """A model's encoding, and what each message and each name add to it."""
+    if _base_model(model) in _LEGACY_MODELS:
+        return encoding_name_for(model), _LEGACY_PER_MESSAGE, _LEGACY_PER_NAME
+    return encoding_name_for(model), _PER_MESSAGE, _PER_NAME
 
 
 def count_completions_input(model: str | None, body: object) -> int:
@@ -209,10 +220,11 @@ def _count(encoding: tiktoken.Encoding, text: str) -> int:
 # history), so most of a request's text was counted before: the counts of the texts seen lately
 # are kept, and a turn costs counting what is new in it. This also saves handing the GIL to
 # another thread and back, which tiktoken does for every text it encodes. Short texts (roles,
-# names, short messages) in a cache by count (8,192 of at most 512 characters), longer ones in
-# one by size (8M characters' worth), locked: counting runs on the event loop and in threads.
-_SHORT_CHARS: Final = 512
-_short_count = functools.lru_cache(maxsize=8192)(_count)
+# names, most messages) in a cache by count (4,096 of at most 2,048 characters: 8M characters at
+# most), longer ones in one by size (8M characters' worth), locked: counting runs on the event
+# loop and in threads.
+_SHORT_CHARS: Final = 2048
+_short_count = functools.lru_cache(maxsize=4096)(_count)
 _CACHED_UP_TO_CHARS: Final = 1_000_000
 _ENTRY_CHARS: Final = 64  # what an entry costs besides its text, roughly, in characters
 _counted: LRUCache[tuple[str, str], tuple[int, int]] = LRUCache(  # (encoding, text) -> (tokens, size)
