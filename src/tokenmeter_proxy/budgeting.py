@@ -88,7 +88,6 @@ class BudgetGate:
             estimate = _estimate(exchange, table, self.catalog)
         else:  # a big prompt takes milliseconds to count: off the event loop
             estimate = await asyncio.to_thread(_estimate, exchange, table, self.catalog)
-        now = self.clock()
         try:
             decision = await self.leases.admit(exchange.id, applied, estimate, currency=table.currency,
                                                allow_unpriced=self.allow_unpriced)
@@ -105,7 +104,7 @@ class BudgetGate:
             for scope in decision.refused_scopes:
                 self.metrics.budget_refusals.labels(scope).inc()
         if self.alerts is not None:
-            self._note(applied, decision, now)
+            self._note(applied, decision, self.clock())
         return decision
 
     def settled(self, exchange: Exchange, record: UsageRecord | None) -> None:

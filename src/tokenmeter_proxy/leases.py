@@ -80,6 +80,12 @@ class _Slice:
         self.limits = (any(budget.max_cost is not None for budget in budgets),
                        any(budget.max_tokens is not None for budget in budgets))
 
+    def lacks(self, cost: int, tokens: int) -> bool:
+        """Whether the slice is short of room for a request of this estimate (`any(shortfall)`)."""
+        by_cost, by_tokens = self.limits
+        return ((by_cost and cost > self.held_cost - self.inflight_cost)
+                or (by_tokens and tokens > self.held_tokens - self.inflight_tokens))
+
     def shortfall(self, cost: int, tokens: int) -> tuple[int, int]:
         """What the slice lacks to admit a request of this estimate, in the limited dimensions."""
         by_cost, by_tokens = self.limits
@@ -101,13 +107,15 @@ class _Slice:
     def low(self, target: tuple[int, int]) -> bool:
         """Whether what the slice holds free fell below half its target, in a limited dimension:
         time to top it up, ahead of need (half, so top-ups come once a horizon, not every request)."""
-        return any(self.shortfall(target[0] // 2, target[1] // 2))
+        return self.lacks(target[0] // 2, target[1] // 2)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Admitted:
-    holds: list[tuple[_Slice, int, int]]  # each slice and the estimate held in it
-    at: float = field(default_factory=time.monotonic)
+    slices: list[_Slice]  # each holds the estimate
+    cost: int
+    tokens: int
+    at: float
 
 
 class Leases:
@@ -134,7 +142,7 @@ class Leases:
             return judge([Standing(item) for item in applied], estimate, now=self.clock(), currency=currency)
         cost, tokens = e10(estimate.cost or Decimal(0)), estimate.tokens
         slices = [self._slice(scope, subject, budgets) for (scope, subject), budgets in _by_subject(applied).items()]
-        while short := [piece for piece in slices if any(piece.shortfall(cost, tokens))]:
+        while short := [piece for piece in slices if piece.lacks(cost, tokens)]:
             for piece in short:
                 if not await self._top_up(piece, cost, tokens, wait=True):
                     return judge(self._read_standings(piece), estimate, now=self.clock(), currency=currency)
@@ -146,7 +154,7 @@ class Leases:
             if piece.topping_up is None and piece.low(self._target(piece, cost, tokens)):
                 piece.topping_up = asyncio.create_task(self._grant(piece, cost, tokens))  # ahead of need
                 piece.topping_up.add_done_callback(_logged)
-        self._admitted[request_id] = _Admitted([(piece, cost, tokens) for piece in slices])
+        self._admitted[request_id] = _Admitted(slices, cost, tokens, moment)
         room = _room(slices, cost, tokens)
         if room is not None:
             remaining_cost, remaining_tokens = room
@@ -167,9 +175,9 @@ class Leases:
             return
         spent = e10(cost or Decimal(0))
         amounts: Amounts = []
-        for piece, held_cost, held_tokens in admitted.holds:
-            piece.inflight_cost -= held_cost
-            piece.inflight_tokens -= held_tokens
+        for piece in admitted.slices:
+            piece.inflight_cost -= admitted.cost
+            piece.inflight_tokens -= admitted.tokens
             if cost is None and tokens == 0:
                 continue
             piece.held_cost -= spent
