@@ -310,6 +310,29 @@ async def test_an_upstream_error_has_its_status_as_error_type(
 
 
 @pytest.mark.usefixtures("otel_environ")
+async def test_spans_alike_but_for_session_model_or_outcome_each_carry_their_own(
+    settings: Settings, fake_upstream: FakeUpstream, receiver: Receiver
+) -> None:
+    # what spans share is encoded once and kept: none may carry another's session, model or error
+    asked = [("s-a", "gpt-4o-mini", "200"), ("s-b", "gpt-4o-mini", "200"), ("s-a", "gpt-4o", "200"),
+             ("s-a", "gpt-4o-mini", "503"), (None, "gpt-4o-mini", "200"), ("s-a", "gpt-4o-mini", "200")]
+    async with traced_proxy(settings, fake_upstream) as client:
+        responses = [await chat(client, session=session, model=model, **({"x_fake_status": status} if status != "200"
+                                                                           else {}))
+                     for session, model, status in asked]
+    seen = set()
+    for (session, model, status), response in zip(asked, responses, strict=True):
+        request_id = response.headers["x-tokenmeter-request-id"]
+        attributes = values(one_span(receiver, request_id).attributes)
+        assert attributes["tokenmeter.request_id"] == request_id
+        assert attributes.get("tokenmeter.session_id") == session and attributes["gen_ai.request.model"] == model
+        assert attributes.get("error.type") == (status if status != "200" else None)
+        assert ("gen_ai.response.model" in attributes) == (status == "200")
+        seen.add(attributes["gen_ai.usage.input_tokens"])
+    assert len(seen) == 2, "each span its own usage: the error's is 0"
+
+
+@pytest.mark.usefixtures("otel_environ")
 async def test_a_budget_refusal_has_a_span_and_goes_nowhere(
     settings: Settings, fake_upstream: FakeUpstream, receiver: Receiver
 ) -> None:

@@ -24,6 +24,7 @@ _FLAGS = struct.Struct("<HI")  # flags (16): a two-byte tag, then fixed32
 _FLAGS_TAG = 0x0185  # the varint of (16 << 3) | 5, read little-endian
 _DOUBLE = struct.Struct("<Bd")  # AnyValue.double_value (4): tag and fixed64
 _STATUS_UNSET = b"\x7a\x00"  # an empty Status (15), as the SDK's encoder always writes one
+_BYTES = tuple(bytes((n,)) for n in range(0x80))  # the one-byte varints
 _KINDS = tuple(b"\x30" + bytes((kind,)) for kind in range(6))  # kind (6), a varint below 128
 
 
@@ -42,18 +43,19 @@ def span(*, trace_id: int, span_id: int, parent_id: int = 0, remote_parent: bool
         _FLAGS.pack(_FLAGS_TAG, _HAS_IS_REMOTE | _IS_REMOTE if parent_id and remote_parent else _HAS_IS_REMOTE)))
 
 
-def attributes(items: Mapping[str, AnyValue], cache: Cache) -> bytes:
-    """A span's attributes (field 9). Strings are kept in `cache`: a proxy's spans repeat most of them."""
+def attributes(items: Mapping[str, AnyValue], cache: Cache, *, keep: bool = True) -> bytes:
+    """A span's attributes (field 9). Strings are kept in `cache` (a proxy's spans repeat most of
+    them) unless not `keep` (ids, which never repeat); the keys' parts always are."""
     out = []
     for key, value in items.items():
-        found = cache.get((key, value)) if value.__class__ is str else None
-        out.append(found if found is not None else attribute(key, value, cache))
+        found = cache.get((key, value)) if keep and value.__class__ is str else None
+        out.append(found if found is not None else attribute(key, value, cache, keep=keep))
     return b"".join(out)
 
 
-def attribute(key: str, value: AnyValue, cache: Cache) -> bytes:
+def attribute(key: str, value: AnyValue, cache: Cache, *, keep: bool = True) -> bytes:
     """One span attribute: a KeyValue."""
-    if isinstance(value, str):
+    if keep and isinstance(value, str):
         found = cache.get((key, value))
         if found is not None:
             return found
@@ -61,7 +63,7 @@ def attribute(key: str, value: AnyValue, cache: Cache) -> bytes:
     if head is None:
         head = cache[(key,)] = _string(b"\x0a", key) + b"\x12"
     encoded = _field(b"\x4a", head + _length(_value(value)))
-    if isinstance(value, str):
+    if keep and isinstance(value, str):
         cache[(key, value)] = encoded
     return encoded
 
@@ -121,12 +123,12 @@ def _field(tag: bytes, payload: bytes) -> bytes:
 def _length(payload: bytes) -> bytes:
     """A length-delimited field's length and payload."""
     size = len(payload)
-    return (bytes((size,)) if size < 0x80 else _varint(size)) + payload
+    return (_BYTES[size] if size < 0x80 else _varint(size)) + payload
 
 
 def _varint(number: int) -> bytes:
     if number < 0x80:
-        return bytes((number,))
+        return _BYTES[number]
     out = bytearray()
     while number > 0x7F:
         out.append((number & 0x7F) | 0x80)

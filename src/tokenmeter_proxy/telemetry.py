@@ -193,6 +193,7 @@ class _Worker:
         self.of = otlp.resource(resource.attributes, resource.schema_url)
         self.by = otlp.scope(scope.name, scope.version or "", scope.attributes, scope.schema_url or "")
         self.cache: otlp.Cache = {}
+        self.shared: dict[tuple[Any, ...], bytes] = {}  # encoded shared attributes, by `_shared_key`
         self.delay, self.limit, self.batch = settings.span_delay, settings.span_queue, settings.span_batch
         self.interval = settings.metric_interval
         self.queue: collections.deque[Ended] = collections.deque()
@@ -258,17 +259,29 @@ class _Worker:
             self.metrics.observe(trace, record if isinstance(record, UsageRecord) else None, status, ended_at)
         if not trace.sampled:
             return
-        attributes = _attributes(trace, record, status=status, named=named)
         if self.exporter is not None:
-            if len(self.cache) > _CACHE_LIMIT:  # models are the client's to name: bounded
-                self.cache.clear()
             spans.append(otlp.span(
                 trace_id=trace.trace_id, span_id=trace.span_id, trace_state=trace.state, remote_parent=True,
                 parent_id=trace.caller.span_id if trace.caller else 0, name=trace.name(), start=trace.start_ns,
-                end=end_ns, attributes=otlp.attributes(attributes, self.cache),
+                end=end_ns, attributes=self._encoded(trace, record, status=status, named=named),
                 status=otlp.STATUS_ERROR if failed else otlp.STATUS_UNSET))
         if self.console is not None:
-            printed.append(_readable(trace, attributes, self.resource, self.scope, end=end_ns, failed=failed))
+            printed.append(_readable(trace, _attributes(trace, record, status=status, named=named), self.resource,
+                                     self.scope, end=end_ns, failed=failed))
+
+    def _encoded(self, trace: Trace, record: Any, *, status: int | None, named: bool) -> bytes:
+        """A span's attributes as OTLP: those spans share (operation, provider, models, session,
+        outcome, currency) encoded once per combination and kept, the request's own each time."""
+        if len(self.cache) > _CACHE_LIMIT or len(self.shared) > _CACHE_LIMIT:  # models, sessions: the client's
+            self.cache.clear()
+            self.shared.clear()
+        key = _shared_key(trace, record, status=status, named=named)
+        shared = self.shared.get(key) if key is not None else None
+        if shared is None:
+            shared = otlp.attributes(_shared_attributes(trace, record, status=status, named=named), self.cache)
+            if key is not None:
+                self.shared[key] = shared
+        return shared + otlp.attributes(_own_attributes(trace, record), self.cache, keep=False)
 
     def _send(self, spans: list[bytes]) -> None:
         try:
@@ -363,11 +376,15 @@ def _caller(headers: Headers) -> tuple[TraceParent | None, str | None]:
 
 def _attributes(trace: Trace, record: Any, *, status: int | None, named: bool) -> Attributes:
     """The span's attributes, as the contract lists them."""
+    return {**_shared_attributes(trace, record, status=status, named=named), **_own_attributes(trace, record)}
+
+
+def _shared_attributes(trace: Trace, record: Any, *, status: int | None, named: bool) -> Attributes:
+    """The attributes many spans have alike: what was asked of whom, for which session, how it went."""
     attributes: Attributes = {"gen_ai.operation.name": OPERATIONS.get(trace.endpoint, trace.endpoint),
                               "gen_ai.provider.name": trace.provider}
     if trace.model:
         attributes["gen_ai.request.model"] = trace.model
-    attributes["tokenmeter.request_id"] = trace.request_id
     if trace.session_id is not None:
         attributes["tokenmeter.session_id"] = trace.session_id
     if trace.extra:
@@ -377,6 +394,27 @@ def _attributes(trace: Trace, record: Any, *, status: int | None, named: bool) -
     if record is _REFUSED:
         attributes["gen_ai.usage.input_tokens"] = attributes["gen_ai.usage.output_tokens"] = 0
     elif isinstance(record, UsageRecord):
+        if named and record.model:
+            attributes["gen_ai.response.model"] = record.model
+        attributes["tokenmeter.currency"] = record.currency
+    return attributes
+
+
+def _shared_key(trace: Trace, record: Any, *, status: int | None, named: bool) -> tuple[Any, ...] | None:
+    """What `_shared_attributes` depends on (None: a sampler's attributes, not kept)."""
+    if trace.extra:
+        return None
+    error = status if status is not None and status >= 400 else None
+    if isinstance(record, UsageRecord):
+        return (trace.endpoint, trace.provider, trace.model, trace.session_id, error,
+                record.model if named else None, record.currency)
+    return (trace.endpoint, trace.provider, trace.model, trace.session_id, error, record is _REFUSED)
+
+
+def _own_attributes(trace: Trace, record: Any) -> Attributes:
+    """The attributes of this request alone: its id, its counts and its cost."""
+    attributes: Attributes = {"tokenmeter.request_id": trace.request_id}
+    if isinstance(record, UsageRecord):
         usage = record.usage
         attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
         attributes["gen_ai.usage.output_tokens"] = usage.output_tokens
@@ -384,11 +422,8 @@ def _attributes(trace: Trace, record: Any, *, status: int | None, named: bool) -
             attributes["gen_ai.usage.cache_read.input_tokens"] = usage.cached_input_tokens
         if usage.cache_write_tokens:
             attributes["gen_ai.usage.cache_creation.input_tokens"] = usage.cache_write_tokens
-        if named and record.model:
-            attributes["gen_ai.response.model"] = record.model
         if record.cost is not None:
             attributes["tokenmeter.cost"] = float(record.cost)
-        attributes["tokenmeter.currency"] = record.currency
     return attributes
 
 
