@@ -112,7 +112,7 @@ class Estimate:
     model: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: made for every request with a budget, and a frozen one costs 3x to make
 class Decision:
     """The verdict on one request against every budget that applies to it."""
 

@@ -137,8 +137,10 @@ def count_chat_input(model: str | None, body: object) -> int:
     for message in messages if isinstance(messages, list) else ():
         if isinstance(message, dict):
             total += per_message + _message_tokens(encoding, message, per_name)
-    functions = [*_functions(body.get("tools")), *_functions(body.get("functions"))]
-    return total + _tools_tokens(encoding, encoding_name, functions)
+    tools, legacy = body.get("tools"), body.get("functions")
+    if not tools and not legacy:  # most requests
+        return total
+    return total + _tools_tokens(encoding, encoding_name, [*_functions(tools), *_functions(legacy)])
 
 
 @functools.lru_cache(maxsize=1024)
