@@ -16,7 +16,9 @@ import pytest
 from conftest import admin_headers, proxy_client, wait_for
 from fake_upstream import FakeUpstream
 from tokenmeter_proxy.app import create_app
+from tokenmeter_proxy.budgeting import _TokenRates
 from tokenmeter_proxy.config import Settings
+from tokenmeter_proxy.pricing import parse_pricing
 
 pytestmark = pytest.mark.anyio
 AUTH = {"authorization": "Bearer sk-budget"}
@@ -268,3 +270,13 @@ async def test_every_budget_says_when_it_will_run_out_at_the_recent_rate(proxy: 
     at = dt.datetime.fromisoformat(listed["s-f"]["forecast_exhausted_at"].replace("Z", "+00:00"))
     assert clock.now + dt.timedelta(hours=95) < at < clock.now + dt.timedelta(hours=96)
     assert listed["s-idle"]["forecast_exhausted_at"] is None
+
+
+def test_an_estimate_takes_the_token_prices_of_the_pricing_table_in_force() -> None:
+    rates = _TokenRates()
+    cheap = parse_pricing("currency: USD\nmodels:\n  m: {input: 1, output: 2}\n")
+    dear = parse_pricing("currency: USD\nmodels:\n  m: {input: 3, output: 4}\n  odd: {input: 0.00001}\n")
+    assert rates.of(cheap, "m-2025-01-01", "openai") == (10_000, 20_000)  # per token, in 10^-10
+    assert rates.of(dear, "m-2025-01-01", "openai") == (30_000, 40_000), "a reloaded file applies at once"
+    assert rates.of(dear, "odd", "openai") is None, "not whole units: priced with decimals instead"
+    assert rates.of(dear, "unknown", "openai") is None and rates.of(dear, None, "openai") is None

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import PRICING
 from tokenmeter_proxy.errors import PricingError
-from tokenmeter_proxy.pricing import load_pricing, money_text, parse_pricing
+from tokenmeter_proxy.pricing import ModelPrice, cost_of, load_pricing, money_text, parse_pricing, token_rates
 from tokenmeter_proxy.types import Usage
 
 TABLE = parse_pricing(PRICING)
@@ -34,6 +34,21 @@ def test_cost_is_exact_and_cached_tokens_are_part_of_the_input() -> None:
     # (800 x 2.50 + 200 x 1.25 + 500 x 10.00) / 1e6
     usage = Usage(input_tokens=1000, cached_input_tokens=200, output_tokens=500)
     assert TABLE.cost("gpt-4o-2024-08-06", usage) == Decimal("0.00725")
+
+
+@pytest.mark.parametrize(("input_price", "output_price", "rates"), [
+    ("0.15", "0.60", (1500, 6000)), ("2.5", "10", (25000, 100000)), ("0", "0.1", (0, 1000)),
+    ("0.00015", "0.6", None),  # 1.5 units of 10^-10 a token: not a whole number
+])
+def test_token_rates_in_whole_units_price_as_cost_of_does(input_price: str, output_price: str,
+                                                          rates: tuple[int, int] | None) -> None:
+    price = ModelPrice(input=Decimal(input_price), output=Decimal(output_price))
+    assert token_rates(price, unit_tokens=1_000_000, scale=10**10) == rates
+    if rates is not None:
+        for usage in (Usage(input_tokens=1234, output_tokens=56), Usage(), Usage(input_tokens=10**11)):
+            exact = cost_of(price, usage, unit_tokens=1_000_000)
+            units = usage.input_tokens * rates[0] + usage.output_tokens * rates[1]
+            assert Decimal(units).scaleb(-10) == exact == exact.quantize(Decimal("1e-10"))
 
 
 def test_cache_written_tokens_are_priced_at_the_cache_write_price() -> None:

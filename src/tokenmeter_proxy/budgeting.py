@@ -33,7 +33,7 @@ from .catalog import Catalog, price
 from .leases import Leases
 from .metering import INLINE_COUNT_BYTES, Exchange
 from .metrics import Metrics
-from .pricing import PriceTable
+from .pricing import PriceTable, token_rates
 from .storage.budget_store import BudgetStore
 from .types import Clock, Usage, UsageRecord
 
@@ -49,6 +49,7 @@ COST_QUANTUM = Decimal("1e-10")
 PURGE_EVERY = 60  # refreshes between purges of expired reservations
 WARNING_SWEEP_EVERY = 60  # rounds between warning checks of every budget, not just those in use
 STANDINGS_PER_READ = 200
+RATES_KEPT = 4096  # models whose token prices the estimates keep (clients name them: bounded)
 
 
 class BudgetGate:
@@ -70,6 +71,7 @@ class BudgetGate:
         self.fail_open = fail_open
         self.metrics = metrics
         self._budgets = BudgetIndex({}, defaults)
+        self._rates = _TokenRates()
         self._pending_refresh: asyncio.Future[None] | None = None
         self._refreshes_started = 0
         self._refresh_applied = 0
@@ -85,9 +87,9 @@ class BudgetGate:
             return None
         table = self.prices()
         if len(exchange.raw_body) < INLINE_COUNT_BYTES:
-            estimate = _estimate(exchange, table, self.catalog)
+            estimate = _estimate(exchange, table, self.catalog, self._rates)
         else:  # a big prompt takes milliseconds to count: off the event loop
-            estimate = await asyncio.to_thread(_estimate, exchange, table, self.catalog)
+            estimate = await asyncio.to_thread(_estimate, exchange, table, self.catalog, self._rates)
         try:
             decision = await self.leases.admit(exchange.id, applied, estimate, currency=table.currency,
                                                allow_unpriced=self.allow_unpriced)
@@ -251,14 +253,39 @@ def _warning_reached(standing: Standing) -> bool:
     return by_cost or by_tokens
 
 
-def _estimate(exchange: Exchange, table: PriceTable, catalog: Catalog | None) -> Estimate:
+def _estimate(exchange: Exchange, table: PriceTable, catalog: Catalog | None, rates: _TokenRates) -> Estimate:
     """The request's input counted with tiktoken, plus its output cap where it sets one, priced
     at full input price (cache hits are not known in advance) as its provider's prices say."""
     facts = exchange.facts
-    input_tokens = exchange.route.protocol.count_input(facts, exchange.raw_body)
-    usage = Usage(input_tokens=min(input_tokens, MAX_ESTIMATE_TOKENS),
-                  output_tokens=min(facts.max_output_tokens or 0, MAX_ESTIMATE_TOKENS))
+    input_tokens = min(exchange.route.protocol.count_input(facts, exchange.raw_body), MAX_ESTIMATE_TOKENS)
+    output_tokens = min(facts.max_output_tokens or 0, MAX_ESTIMATE_TOKENS)
+    per_token = rates.of(table, facts.model, exchange.route.provider)
+    if per_token is not None:  # the pricing file's price, in integers: what `price` gives, without decimals
+        units = input_tokens * per_token[0] + output_tokens * per_token[1]
+        return Estimate(cost=Decimal(units).scaleb(-10), tokens=input_tokens + output_tokens, model=facts.model)
+    usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)
     cost = price(table, catalog, facts.model, usage, provider=exchange.route.provider).cost
     # to the 10^-10 the database keeps, so the check in SQL and its explanation agree exactly
     rounded = None if cost is None else cost.quantize(COST_QUANTUM)
     return Estimate(cost=rounded, tokens=usage.total_tokens, model=facts.model)
+
+
+class _TokenRates:
+    """The pricing file's price of an input and an output token per model, in 10^-10 units,
+    looked up once per model and pricing table (None: not in the file, or not whole units)."""
+
+    def __init__(self) -> None:
+        self._table: PriceTable | None = None
+        self._found: dict[tuple[str, str], tuple[int, int] | None] = {}
+
+    def of(self, table: PriceTable, model: str | None, provider: str) -> tuple[int, int] | None:
+        if not model:
+            return None
+        if table is not self._table or len(self._found) > RATES_KEPT:  # reloaded, or too many names
+            self._table, self._found = table, {}
+        key = (provider, model)
+        if key not in self._found:
+            priced = table.price_of(model, provider=provider)
+            self._found[key] = None if priced is None else token_rates(
+                priced[1], unit_tokens=table.unit_tokens, scale=10**10)
+        return self._found[key]

@@ -150,6 +150,16 @@ def cost_of(price: ModelPrice, usage: Usage, *, unit_tokens: int) -> Decimal:
     return total / unit_tokens
 
 
+def token_rates(price: ModelPrice, *, unit_tokens: int, scale: int) -> tuple[int, int] | None:
+    """What one input and one output token cost, in 1/`scale` of the currency, when both are
+    whole numbers of those (then `cost_of` a request without cached tokens is exact in integers);
+    None when one is not."""
+    rates = [value * scale / unit_tokens for value in (price.input, price.output)]
+    if any(rate != rate.to_integral_value() for rate in rates):
+        return None
+    return int(rates[0]), int(rates[1])
+
+
 def money_text(value: Decimal) -> str:
     """An amount as plain digits, without exponent or trailing zeros: 0.00725, not 7.25E-3."""
     text = format(value, "f")
