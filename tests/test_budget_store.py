@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import func, select
 
 from tokenmeter_proxy.budgets import Applied, Budget, Grant, LeaseRequest, e10
-from tokenmeter_proxy.storage.budget_store import BudgetStore, settle
+from tokenmeter_proxy.storage.budget_store import BudgetStore, reservations_table, settle
 from tokenmeter_proxy.storage.engine import engine_from_url
 from tokenmeter_proxy.storage.maintenance import prune
-from tokenmeter_proxy.storage.repository import Repository, reservations_table
+from tokenmeter_proxy.storage.repository import Repository
 from tokenmeter_proxy.types import Usage, UsageRecord
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)

@@ -36,12 +36,12 @@ from ..budgets import (
     period_start,
     recent_since,
 )
-from .repository import reservations_table
 from .rollups import spend_table
-from .tables import BudgetRow, cost_from_e10, cost_to_e10, naive_utc
+from .tables import BudgetRow, ReservationRow, cost_from_e10, cost_to_e10, naive_utc
 
 log = logging.getLogger(__name__)
 budgets_table = BudgetRow.__table__  # type: ignore[attr-defined]
+reservations_table = ReservationRow.__table__  # type: ignore[attr-defined]  # the leases
 _CHANNEL = "tokenmeter_budgets"
 _LEASE = text(
     "SELECT * FROM tokenmeter_lease(:lease_id, :scope, :subject, :now, :expires_at, CAST(:starts AS timestamp[]), "

@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, text, union_all
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import ColumnElement, Select
 
@@ -29,10 +29,9 @@ from .rollups import (
     tag_rows,
     tags_of,
 )
-from .tables import ReservationRow, UsageRecordRow, cost_from_e10, cost_to_e10, naive_utc, stored_date
+from .tables import UsageRecordRow, cost_from_e10, cost_to_e10, naive_utc, stored_date
 
 records_table = UsageRecordRow.__table__  # type: ignore[attr-defined]
-reservations_table = ReservationRow.__table__  # type: ignore[attr-defined]
 c = records_table.c
 
 
@@ -113,9 +112,10 @@ class Repository:
 
     def insert_records(self, records: Sequence[UsageRecord]) -> int:
         """Store a batch of records in one transaction, which also adds them to the rollups (the
-        daily spend of budget subjects among them) and drops the budget reservations they
-        replace: spent + reserved never counts a request twice, or not at all. Idempotent on the
-        record id (a replayed batch adds only what is new); returns how many records were new."""
+        daily spend of budget subjects among them) and, through `on_store`, takes what they cost
+        from the budget leases they were admitted under: spent + reserved never counts a request
+        twice, or not at all. Idempotent on the record id (a replayed batch adds only what is
+        new); returns how many records were new."""
         if not records:
             return 0
         with self.engine.begin() as connection:
@@ -129,8 +129,6 @@ class Repository:
                     connection.execute(insert(record_tags), tagged)
                 if self.on_store is not None:
                     self.on_store(connection, new)
-            connection.execute(delete(reservations_table).where(
-                reservations_table.c.request_id.in_([record.id for record in records])))
         return len(new)
 
     def totals(self, filters: Filters) -> Totals:
