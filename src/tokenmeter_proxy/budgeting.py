@@ -275,17 +275,19 @@ class _TokenRates:
     looked up once per model and pricing table (None: not in the file, or not whole units)."""
 
     def __init__(self) -> None:
-        self._table: PriceTable | None = None
-        self._found: dict[tuple[str, str], tuple[int, int] | None] = {}
+        # the table and what was found in it, replaced together (estimates also run in threads)
+        self._kept: tuple[PriceTable | None, dict[tuple[str, str], tuple[int, int] | None]] = (None, {})
 
     def of(self, table: PriceTable, model: str | None, provider: str) -> tuple[int, int] | None:
         if not model:
             return None
-        if table is not self._table or len(self._found) > RATES_KEPT:  # reloaded, or too many names
-            self._table, self._found = table, {}
+        kept, found = self._kept
+        if table is not kept or len(found) > RATES_KEPT:  # reloaded, or too many names
+            found = {}
+            self._kept = (table, found)
         key = (provider, model)
-        if key not in self._found:
+        if key not in found:
             priced = table.price_of(model, provider=provider)
-            self._found[key] = None if priced is None else token_rates(
-                priced[1], unit_tokens=table.unit_tokens, scale=10**10)
-        return self._found[key]
+            found[key] = None if priced is None else token_rates(priced[1], unit_tokens=table.unit_tokens,
+                                                                 scale=10**10)
+        return found[key]
