@@ -24,7 +24,6 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -45,26 +44,20 @@ from opentelemetry.sdk.trace.sampling import DEFAULT_ON, Decision
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.trace.propagation import set_span_in_context
-from opentelemetry.util.types import AttributeValue
 
 from . import __version__, otlp
 from .config import TelemetrySettings
 from .histograms import Histogram, Key
 from .metering import Exchange
 from .routes import Route
+from .span_attributes import OPERATIONS, REFUSED, Attributes, attributes, own_attributes, shared_attributes, shared_key
 from .tracecontext import TraceParent, format_traceparent, parse_traceparent
 from .types import UsageRecord
 
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[bytes, bytes]]
-Attributes = dict[str, AttributeValue]
 SCOPE = "tokenmeter_proxy"
-# gen_ai.operation.name of each record endpoint
-OPERATIONS: Mapping[str, str] = {
-    "chat/completions": "chat", "responses": "chat", "messages": "chat", "completions": "text_completion",
-    "embeddings": "embeddings", "generate_content": "generate_content",
-}
 # The explicit bucket boundaries the GenAI semantic conventions give for these histograms
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 SECONDS_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
@@ -153,7 +146,7 @@ class Trace:
 
     def refused(self, status: int) -> None:
         """The proxy refused the request itself (429 budget, 413 too large): nothing was used."""
-        self.worker.put((self, _REFUSED, status, False, time.time_ns(), time.perf_counter()))
+        self.worker.put((self, REFUSED, status, False, time.time_ns(), time.perf_counter()))
 
     def name(self) -> str:
         operation = OPERATIONS.get(self.endpoint, self.endpoint)
@@ -168,8 +161,7 @@ class Trace:
         self.extra = dict(result.attributes) if result.attributes else None
 
 
-_REFUSED = object()  # in place of a record: the proxy refused the request
-# what a request leaves on the queue: its trace, its record (or None, or _REFUSED), its status,
+# what a request leaves on the queue: its trace, its record (or None, or REFUSED), its status,
 # whether the upstream named a model, when it ended (time.time_ns(), time.perf_counter())
 Ended = tuple[Trace, Any, int | None, bool, int, float]
 
@@ -193,7 +185,7 @@ class _Worker:
         self.of = otlp.resource(resource.attributes, resource.schema_url)
         self.by = otlp.scope(scope.name, scope.version or "", scope.attributes, scope.schema_url or "")
         self.cache: otlp.Cache = {}
-        self.shared: dict[tuple[Any, ...], bytes] = {}  # encoded shared attributes, by `_shared_key`
+        self.shared: dict[tuple[Any, ...], bytes] = {}  # encoded shared attributes, by `shared_key`
         self.delay, self.limit, self.batch = settings.span_delay, settings.span_queue, settings.span_batch
         self.interval = settings.metric_interval
         self.queue: collections.deque[Ended] = collections.deque()
@@ -266,7 +258,7 @@ class _Worker:
                 end=end_ns, attributes=self._encoded(trace, record, status=status, named=named),
                 status=otlp.STATUS_ERROR if failed else otlp.STATUS_UNSET))
         if self.console is not None:
-            printed.append(_readable(trace, _attributes(trace, record, status=status, named=named), self.resource,
+            printed.append(_readable(trace, attributes(trace, record, status=status, named=named), self.resource,
                                      self.scope, end=end_ns, failed=failed))
 
     def _encoded(self, trace: Trace, record: Any, *, status: int | None, named: bool) -> bytes:
@@ -275,13 +267,13 @@ class _Worker:
         if len(self.cache) > _CACHE_LIMIT or len(self.shared) > _CACHE_LIMIT:  # models, sessions: the client's
             self.cache.clear()
             self.shared.clear()
-        key = _shared_key(trace, record, status=status, named=named)
+        key = shared_key(trace, record, status=status, named=named)
         shared = self.shared.get(key) if key is not None else None
         if shared is None:
-            shared = otlp.attributes(_shared_attributes(trace, record, status=status, named=named), self.cache)
+            shared = otlp.attributes(shared_attributes(trace, record, status=status, named=named), self.cache)
             if key is not None:
                 self.shared[key] = shared
-        return shared + otlp.attributes(_own_attributes(trace, record), self.cache, keep=False)
+        return shared + otlp.attributes(own_attributes(trace, record), self.cache, keep=False)
 
     def _send(self, spans: list[bytes]) -> None:
         try:
@@ -374,60 +366,7 @@ def _caller(headers: Headers) -> tuple[TraceParent | None, str | None]:
     return caller, (b",".join(states).decode("latin-1") if caller is not None and states else None)
 
 
-def _attributes(trace: Trace, record: Any, *, status: int | None, named: bool) -> Attributes:
-    """The span's attributes, as the contract lists them."""
-    return {**_shared_attributes(trace, record, status=status, named=named), **_own_attributes(trace, record)}
-
-
-def _shared_attributes(trace: Trace, record: Any, *, status: int | None, named: bool) -> Attributes:
-    """The attributes many spans have alike: what was asked of whom, for which session, how it went."""
-    attributes: Attributes = {"gen_ai.operation.name": OPERATIONS.get(trace.endpoint, trace.endpoint),
-                              "gen_ai.provider.name": trace.provider}
-    if trace.model:
-        attributes["gen_ai.request.model"] = trace.model
-    if trace.session_id is not None:
-        attributes["tokenmeter.session_id"] = trace.session_id
-    if trace.extra:
-        attributes.update(trace.extra)
-    if status is not None and status >= 400:
-        attributes["error.type"] = str(status)
-    if record is _REFUSED:
-        attributes["gen_ai.usage.input_tokens"] = attributes["gen_ai.usage.output_tokens"] = 0
-    elif isinstance(record, UsageRecord):
-        if named and record.model:
-            attributes["gen_ai.response.model"] = record.model
-        attributes["tokenmeter.currency"] = record.currency
-    return attributes
-
-
-def _shared_key(trace: Trace, record: Any, *, status: int | None, named: bool) -> tuple[Any, ...] | None:
-    """What `_shared_attributes` depends on (None: a sampler's attributes, not kept)."""
-    if trace.extra:
-        return None
-    error = status if status is not None and status >= 400 else None
-    if isinstance(record, UsageRecord):
-        return (trace.endpoint, trace.provider, trace.model, trace.session_id, error,
-                record.model if named else None, record.currency)
-    return (trace.endpoint, trace.provider, trace.model, trace.session_id, error, record is _REFUSED)
-
-
-def _own_attributes(trace: Trace, record: Any) -> Attributes:
-    """The attributes of this request alone: its id, its counts and its cost."""
-    attributes: Attributes = {"tokenmeter.request_id": trace.request_id}
-    if isinstance(record, UsageRecord):
-        usage = record.usage
-        attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
-        attributes["gen_ai.usage.output_tokens"] = usage.output_tokens
-        if usage.cached_input_tokens:
-            attributes["gen_ai.usage.cache_read.input_tokens"] = usage.cached_input_tokens
-        if usage.cache_write_tokens:
-            attributes["gen_ai.usage.cache_creation.input_tokens"] = usage.cache_write_tokens
-        if record.cost is not None:
-            attributes["tokenmeter.cost"] = float(record.cost)
-    return attributes
-
-
-def _readable(trace: Trace, attributes: Attributes, resource: Resource, scope: InstrumentationScope, *, end: int,
+def _readable(trace: Trace, values: Attributes, resource: Resource, scope: InstrumentationScope, *, end: int,
               failed: bool) -> ReadableSpan:
     """The span as the SDK's own exporters take it (the console's)."""
     state = TraceState.from_header([trace.state])
@@ -435,5 +374,5 @@ def _readable(trace: Trace, attributes: Attributes, resource: Resource, scope: I
     return ReadableSpan(
         trace.name(), SpanContext(trace.trace_id, trace.span_id, False, TraceFlags(trace.flags), state),
         None if caller is None else SpanContext(caller.trace_id, caller.span_id, True, TraceFlags(caller.flags), state),
-        resource, attributes, kind=SpanKind.CLIENT, status=Status(StatusCode.ERROR if failed else StatusCode.UNSET),
+        resource, values, kind=SpanKind.CLIENT, status=Status(StatusCode.ERROR if failed else StatusCode.UNSET),
         start_time=trace.start_ns, end_time=end, instrumentation_scope=scope)
