@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 import pytest
@@ -12,7 +14,6 @@ from tokenmeter_proxy.budgets import (
     Budget,
     BudgetIndex,
     Estimate,
-    Identity,
     Recent,
     Standing,
     e10,
@@ -27,6 +28,16 @@ from tokenmeter_proxy.budgets import (
 from tokenmeter_proxy.errors import BadRequest
 
 NOW = dt.datetime(2026, 11, 25, 18, 30, 15, tzinfo=dt.UTC)
+@dataclass(frozen=True)
+class Identity:
+    """A requester on its own (in the proxy, the metered exchange is one)."""
+
+    session_id: str | None = None
+    user_id: str | None = None
+    api_key_id: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
 DAY = Budget(scope="session", subject="s-1", period="day", max_cost=Decimal("0.01"), id=1)
 
 

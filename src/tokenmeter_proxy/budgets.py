@@ -59,16 +59,6 @@ class Requester(Protocol):
     def tags(self) -> Mapping[str, str]: ...
 
 
-@dataclass(frozen=True)
-class Identity:
-    """A requester on its own."""
-
-    session_id: str | None = None
-    user_id: str | None = None
-    api_key_id: str | None = None
-    tags: Mapping[str, str] = field(default_factory=dict)
-
-
 def subjects(requester: Requester, scope: str) -> list[str]:
     """The request's subjects of a scope: one or none, and for `tag` one per tag (`name:value`)."""
     if scope == "session":

@@ -251,8 +251,9 @@ def settle(connection: Connection, lease_id: str, amounts: list[tuple[str, str, 
             "lease_id": lease_id, "scopes": [scope for scope, _ in keys], "subjects": [subject for _, subject in keys],
             "costs": [totals[key][0] for key in keys], "tokens": [totals[key][1] for key in keys]})
         return
-    connection.execute(_SETTLE, [{"lease_id": lease_id, "scope": scope, "subject": subject, "cost": totals[key][0],
-                                  "tokens": totals[key][1]} for key in keys for scope, subject in (key,)])
+    connection.execute(_SETTLE, [{"lease_id": lease_id, "scope": scope, "subject": subject,
+                                  "cost": totals[(scope, subject)][0], "tokens": totals[(scope, subject)][1]}
+                                 for scope, subject in keys])
 
 
 def _positive(column: ColumnElement[int]) -> ColumnElement[int]:

@@ -239,12 +239,12 @@ def _accumulate(row: dict[str, Any], values: dict[str, Any]) -> None:
     row["estimated_requests"] += values["usage_source"] == "estimated"
 
 
-def record_sums(columns: Any = records.c) -> list[Any]:
-    """The rollup measures, summed over records (or a subquery of their columns), in `MEASURES` order."""
+def record_sums() -> list[Any]:
+    """The rollup measures, summed over records, in `MEASURES` order."""
     return [
-        func.count(), func.coalesce(func.sum(columns.input_tokens), 0),
-        func.coalesce(func.sum(columns.cached_input_tokens), 0), func.coalesce(func.sum(columns.output_tokens), 0),
-        func.coalesce(func.sum(columns.cost_e10), 0),
-        func.coalesce(func.sum(case((columns.cost_e10.is_(None), 1), else_=0)), 0),
-        func.coalesce(func.sum(case((columns.usage_source == "estimated", 1), else_=0)), 0),
+        func.count(), func.coalesce(func.sum(records.c.input_tokens), 0),
+        func.coalesce(func.sum(records.c.cached_input_tokens), 0), func.coalesce(func.sum(records.c.output_tokens), 0),
+        func.coalesce(func.sum(records.c.cost_e10), 0),
+        func.coalesce(func.sum(case((records.c.cost_e10.is_(None), 1), else_=0)), 0),
+        func.coalesce(func.sum(case((records.c.usage_source == "estimated", 1), else_=0)), 0),
     ]
