@@ -24,7 +24,7 @@ from fake_upstream import FakeUpstream
 from pgcluster import Cluster, available
 from processes import KEY, Proxy
 from tokenmeter_proxy.storage.engine import engine_from_url
-from tokenmeter_proxy.storage.repository import records_table
+from tokenmeter_proxy.storage.record_rows import records_table
 
 pytestmark = pytest.mark.skipif(not available(), reason="needs PostgreSQL 15's initdb and pg_ctl")
 

@@ -14,14 +14,8 @@ from sqlalchemy import column, insert, select, table
 
 from tokenmeter_proxy.storage.engine import engine_from_url
 from tokenmeter_proxy.storage.migrate import current_revision, downgrade, head_revision, upgrade
-from tokenmeter_proxy.storage.repository import (
-    Cursor,
-    Filters,
-    Repository,
-    Totals,
-    record_values,
-    records_table,
-)
+from tokenmeter_proxy.storage.record_rows import record_values, records_table
+from tokenmeter_proxy.storage.repository import Cursor, Filters, Repository, Totals
 from tokenmeter_proxy.storage.rollups import spend_table
 from tokenmeter_proxy.storage.tables import SQLModel, cost_from_e10, cost_to_e10
 from tokenmeter_proxy.types import Usage, UsageRecord

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, delete, func, select, update
 
 from ..types import Pricer, Usage, UsageRecord
-from .repository import record_values, records_table
+from .record_rows import record_values, records_table
 from .rollups import Rollups, daily_session, daily_user, record_tags, tag_rows
 from .tables import cost_from_e10, cost_to_e10, naive_utc, stored_date
 

@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel
 
 from ..reconciliation import UNKNOWN_MODEL, DayFigures, Figures, combine, day_start
-from .repository import records_table
+from .record_rows import records_table
 from .tables import stored_date
 
 

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import ColumnElement, Select
 
-from ..types import Usage, UsageRecord
+from ..types import UsageRecord
+from .record_rows import record_from_row, record_values, records_table
 from .rollups import (
     MEASURES,
     Rollups,
@@ -27,11 +27,9 @@ from .rollups import (
     record_tags,
     sessions_table,
     tag_rows,
-    tags_of,
 )
-from .tables import UsageRecordRow, cost_from_e10, cost_to_e10, naive_utc, stored_date
+from .tables import cost_from_e10, naive_utc, stored_date, stored_utc
 
-records_table = UsageRecordRow.__table__  # type: ignore[attr-defined]
 c = records_table.c
 
 
@@ -159,8 +157,8 @@ class Repository:
         query = query.limit(limit).offset(offset)
         with self.engine.connect() as connection:
             return [
-                Group(key=None if row[0] is None else str(row[0]), first_seen=_utc(row[1]),
-                      last_seen=_utc(row[2]), totals=_totals(row[3:]))
+                Group(key=None if row[0] is None else str(row[0]), first_seen=stored_utc(row[1]),
+                      last_seen=stored_utc(row[2]), totals=_totals(row[3:]))
                 for row in connection.execute(query)
             ]
 
@@ -231,8 +229,8 @@ class Repository:
         with self.engine.connect() as connection:
             total = int(connection.execute(select(func.count()).select_from(sessions_table).where(*where))
                         .scalar_one())
-            page = [Group(key=row[0], first_seen=_utc(row[1]), last_seen=_utc(row[2]), totals=_totals(row[3:]))
-                    for row in connection.execute(query)]
+            page = [Group(key=row[0], first_seen=stored_utc(row[1]), last_seen=stored_utc(row[2]),
+                          totals=_totals(row[3:])) for row in connection.execute(query)]
         return total, page
 
     def provider_mix(self, session_ids: Sequence[str]) -> dict[str, list[tuple[str, Totals]]]:
@@ -284,7 +282,7 @@ class Repository:
         with self._snapshot() as connection:
             row = connection.execute(select(*columns).where(sessions_table.c.session_id == session_id)).first()
             found = connection.execute(_records_query(Filters(session_id=session_id), limit=limit, after=None))
-            records = [_record(item._mapping) for item in found]
+            records = [record_from_row(item._mapping) for item in found]
         return (None if row is None else _totals(row)), records
 
     @contextlib.contextmanager
@@ -298,7 +296,7 @@ class Repository:
     def records(self, filters: Filters, *, limit: int, after: Cursor | None = None) -> list[UsageRecord]:
         """Records newest first, starting after `after`."""
         with self.engine.connect() as connection:
-            return [_record(row._mapping) for row in connection.execute(_records_query(filters, limit=limit,
+            return [record_from_row(row._mapping) for row in connection.execute(_records_query(filters, limit=limit,
                                                                                          after=after))]
 
 
@@ -367,42 +365,3 @@ def _conditions(filters: Filters) -> list[ColumnElement[bool]]:
             tagged.append(record_tags.c.created_at < naive_utc(filters.until))
         conditions.append(c.id.in_(select(record_tags.c.record_id).where(*tagged)))
     return conditions
-
-
-def record_values(record: UsageRecord) -> dict[str, Any]:
-    """A record as the values of its row."""
-    usage = record.usage
-    return {
-        "id": record.id, "created_at": naive_utc(record.created_at), "session_id": record.session_id,
-        "user_id": record.user_id, "api_key_id": record.api_key_id, "endpoint": record.endpoint,
-        "model": record.model, "input_tokens": usage.input_tokens,
-        "cached_input_tokens": usage.cached_input_tokens, "cache_write_tokens": usage.cache_write_tokens,
-        "output_tokens": usage.output_tokens, "reasoning_tokens": usage.reasoning_tokens,
-        "cost_e10": cost_to_e10(record.cost), "currency": record.currency, "price_version": record.price_version,
-        "usage_source": record.usage_source, "status_code": record.status_code, "streamed": record.streamed,
-        "latency_ms": record.latency_ms, "price_source": record.price_source, "provider": record.provider,
-        "route": record.route,
-        "tags": orjson.dumps(record.tags, option=orjson.OPT_SORT_KEYS).decode() if record.tags else None,
-    }
-
-
-def _record(row: Any) -> UsageRecord:
-    return UsageRecord(
-        id=row["id"], created_at=_utc(row["created_at"]), session_id=row["session_id"], user_id=row["user_id"],
-        api_key_id=row["api_key_id"], endpoint=row["endpoint"], model=row["model"],
-        usage=Usage(
-            input_tokens=row["input_tokens"], output_tokens=row["output_tokens"],
-            cached_input_tokens=row["cached_input_tokens"], cache_write_tokens=row["cache_write_tokens"],
-            reasoning_tokens=row["reasoning_tokens"],
-        ),
-        cost=cost_from_e10(row["cost_e10"]), currency=row["currency"], price_version=row["price_version"],
-        usage_source=row["usage_source"], status_code=row["status_code"], streamed=bool(row["streamed"]),
-        latency_ms=row["latency_ms"], price_source=row["price_source"], provider=row["provider"], route=row["route"],
-        tags=tags_of(row),
-    )
-
-
-def _utc(moment: dt.datetime | str) -> dt.datetime:
-    if isinstance(moment, str):  # SQLite's MIN/MAX return the stored text
-        moment = dt.datetime.fromisoformat(moment)
-    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment

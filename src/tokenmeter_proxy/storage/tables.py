@@ -76,6 +76,14 @@ def stored_date(value: dt.date | dt.datetime | str) -> dt.date:
     return value.date() if isinstance(value, dt.datetime) else value
 
 
+def stored_utc(moment: dt.datetime | str) -> dt.datetime:
+    """A moment as a query returns it, as aware UTC: naive UTC, or text (SQLite's MIN and MAX
+    return the stored text)."""
+    if isinstance(moment, str):
+        moment = dt.datetime.fromisoformat(moment)
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment
+
+
 def cost_to_e10(cost: Decimal | None) -> int | None:
     """A cost as the stored integer (rounded half-even to 10^-10)."""
     return None if cost is None else int((cost * COST_SCALE).to_integral_value())
